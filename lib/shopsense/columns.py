@@ -1,0 +1,52 @@
+"""Canonical column names, in one place. Functions take column names as parameters defaulting
+to these constants."""
+
+# Canonical order line (the input contract, DESIGN.md "Contracts").
+ORDER_ID = "order_id"
+CUSTOMER_ID = "customer_id"
+SKU = "sku"
+QUANTITY = "quantity"
+UNIT_PRICE = "unit_price"
+ORDERED_AT = "ordered_at"
+PRODUCT_NAME = "product_name"
+CATEGORY = "category"
+COUNTRY = "country"
+
+REQUIRED_ORDER_COLUMNS = (ORDER_ID, CUSTOMER_ID, SKU, QUANTITY, UNIT_PRICE, ORDERED_AT)
+OPTIONAL_ORDER_COLUMNS = (PRODUCT_NAME, CATEGORY, COUNTRY)
+ORDER_COLUMNS = REQUIRED_ORDER_COLUMNS + OPTIONAL_ORDER_COLUMNS
+
+# Columns silver adds.
+LINE_ID = "line_id"
+ORDER_DATE = "order_date"
+LINE_TYPE = "line_type"          # sale | return | cancellation
+IS_GUEST = "is_guest"            # no customer id: a real sale, left out of customer-level jobs
+IS_PRODUCT = "is_product"        # False for postage, fees, manual adjustments
+REVENUE = "revenue"              # quantity * unit_price, negative on returns and cancellations
+SOURCE_FILE = "source_file"
+RUN_ID = "run_id"
+INGESTED_AT = "ingested_at"
+COMPUTED_AT = "computed_at"
+REASON = "reason"
+
+LINE_SALE = "sale"
+LINE_RETURN = "return"
+LINE_CANCELLATION = "cancellation"
+
+# Product catalogue (optional input).
+UNIT_COST = "unit_cost"
+LEAD_TIME_DAYS = "lead_time_days"
+LEAD_TIME_STD_DAYS = "lead_time_std_days"
+PACK_SIZE = "pack_size"
+MIN_ORDER_QTY = "min_order_qty"
+
+# Inventory snapshot (optional input).
+ON_HAND = "on_hand"
+ON_ORDER = "on_order"
+AS_OF = "as_of"
+
+CATALOGUE_COLUMNS = (SKU, PRODUCT_NAME, CATEGORY, UNIT_PRICE, UNIT_COST, LEAD_TIME_DAYS,
+                     LEAD_TIME_STD_DAYS, PACK_SIZE, MIN_ORDER_QTY)
+INVENTORY_COLUMNS = (SKU, ON_HAND, ON_ORDER, AS_OF)
+
+DATE = "date"
