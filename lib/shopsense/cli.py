@@ -1,0 +1,138 @@
+"""The ``shopsense`` command and the shared entry point of the spark-submit jobs in jobs/."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Sequence
+
+from shopsense.config import ConfigError, Conf, default_overlays, load_conf
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def _log(message: str) -> None:
+    print(f"[shopsense] {message}", file=sys.stderr, flush=True)
+
+
+def add_conf_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--conf", action="append", default=None, metavar="FILE",
+                        help="YAML overlay on conf/base.yaml (repeatable, later wins); "
+                             "default: the local overlay conf/local.yaml")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+                        help="override one parameter, e.g. --set sample.n_customers=5000 (repeatable)")
+    parser.add_argument("--as-of", default=None, metavar="YYYY-MM-DD",
+                        help="compute as of this date (default: the last order date)")
+    parser.add_argument("--verbose", action="store_true",
+                        help="show full tracebacks (Java ones included) on errors")
+
+
+def conf_from_args(args: argparse.Namespace) -> Conf:
+    overrides = list(args.overrides)
+    if args.as_of:
+        overrides.append(f"as_of={args.as_of}")
+    files = args.conf if args.conf else default_overlays()
+    return load_conf(files, overrides)
+
+
+def error_line(exc: BaseException) -> str:
+    """One line for an error: the exception's own first line, without a Java stack trace."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if type(exc).__module__.startswith(("pyspark", "py4j")):
+        return f"{type(exc).__name__}: {text}"
+    return text
+
+
+def _fail(exc: BaseException, verbose: bool) -> int:
+    if verbose:
+        import traceback
+        traceback.print_exception(exc)
+    _log(f"error: {error_line(exc)}")
+    return EXIT_USAGE if isinstance(exc, ConfigError) else EXIT_FAILED
+
+
+def run_named_jobs(names: list[str], args: argparse.Namespace) -> int:
+    """Load conf, build the session, run the jobs; exit code 0 only when all succeeded."""
+    from shopsense.pipeline import run_jobs
+    from shopsense.session import build_session
+
+    try:
+        conf = conf_from_args(args)
+    except ConfigError as exc:
+        return _fail(exc, args.verbose)
+    try:
+        spark = build_session(conf)
+        results = run_jobs(spark, conf, names)
+    except Exception as exc:
+        return _fail(exc, args.verbose)
+    failures = {n: r for n, r in results.items() if isinstance(r, Exception)}
+    for name, exc in failures.items():
+        if args.verbose and not str(exc).startswith("skipped"):
+            import traceback
+            traceback.print_exception(exc)
+        _log(f"{name}: {error_line(exc)}")
+    return EXIT_FAILED if failures else EXIT_OK
+
+
+def job_main(job: str, argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``jobs/<job>.py`` under spark-submit: parse --conf/--set/--as-of, run."""
+    parser = argparse.ArgumentParser(prog=f"jobs/{job}.py", description=f"shopsense {job} job")
+    add_conf_arguments(parser)
+    args = parser.parse_args(argv)
+    return run_named_jobs([job], args)
+
+
+def _summary(args: argparse.Namespace) -> int:
+    from shopsense.session import build_session
+    from shopsense.summary import print_tables
+
+    try:
+        conf = conf_from_args(args)
+        spark = build_session(conf)
+        print_tables(spark, conf)
+    except Exception as exc:
+        return _fail(exc, args.verbose)
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from shopsense.pipeline import JOBS, PIPELINE
+
+    parser = argparse.ArgumentParser(
+        prog="shopsense",
+        description="Recommendations, segments, basket rules, demand forecasts and inventory "
+                    "policy from order history (Spark + Delta Lake).")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    job_list = "\n".join(f"  {n:<10} {j.help}" for n, j in JOBS.items())
+    p_run = sub.add_parser("run", help="run one job, or all of them in dependency order",
+                           description=f"Run a job.\n\njobs:\n  {'all':<10} {' -> '.join(PIPELINE)}\n{job_list}",
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+    p_run.add_argument("job", choices=["all", *JOBS], metavar="JOB", help="all, or one of: " + ", ".join(JOBS))
+    add_conf_arguments(p_run)
+
+    p_demo = sub.add_parser("demo", help="generate sample data, run every job on it, print a summary",
+                            description="Generate sample data (conf sample.*), ingest it and run "
+                                        "every job in local mode, then print the tables written.")
+    add_conf_arguments(p_demo)
+
+    p_tables = sub.add_parser("tables", help="list every table with its row count, version and last run")
+    add_conf_arguments(p_tables)
+
+    args = parser.parse_args(argv)
+    if args.command == "run":
+        names = PIPELINE if args.job == "all" else [args.job]
+        return run_named_jobs(names, args)
+    if args.command == "demo":
+        args.overrides = ["ingest.source=sample", *args.overrides]
+        code = run_named_jobs(["sample", *PIPELINE], args)
+        summary_code = _summary(args)
+        return code or summary_code
+    if args.command == "tables":
+        return _summary(args)
+    parser.error(f"unknown command {args.command}")
+    return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,50 @@
+"""The jobs, their dependencies, and running them in order in one session."""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+
+from pyspark.sql import SparkSession
+
+from shopsense.config import Conf
+
+
+@dataclass(frozen=True)
+class Job:
+    name: str
+    module: str          # shopsense module with run(spark, conf) -> dict
+    needs: tuple[str, ...]
+    help: str
+
+    def run(self, spark: SparkSession, conf: Conf) -> dict:
+        return importlib.import_module(self.module).run(spark, conf)
+
+
+# In dependency order. `sample` is not part of `all`: it makes raw files, it does not read tables.
+JOBS: dict[str, Job] = {job.name: job for job in (
+    Job("sample", "shopsense.sample", (), "generate sample raw files (orders, catalogue, inventory, planted truth)"),
+    Job("ingest", "shopsense.ingest", (), "raw files -> bronze.order_lines_raw, silver.order_lines, silver.quarantine, silver.products"),
+)}
+PIPELINE = [name for name in JOBS if name != "sample"]
+
+
+def run_jobs(spark: SparkSession, conf: Conf, names: list[str]) -> dict[str, dict | Exception]:
+    """Run jobs in order. A failing job stops the jobs that need it (directly or not); the
+    others still run. Returns each job's summary, or the exception it failed with, or a
+    RuntimeError saying which upstream job it was skipped for."""
+    results: dict[str, dict | Exception] = {}
+    failed: set[str] = set()
+    for name in names:
+        job = JOBS[name]
+        blocked = [n for n in job.needs if n in failed]
+        if blocked:
+            results[name] = RuntimeError(f"skipped: {', '.join(blocked)} failed")
+            failed.add(name)
+            continue
+        try:
+            results[name] = job.run(spark, conf)
+        except Exception as exc:  # recorded in gold.job_runs by the job itself
+            results[name] = exc
+            failed.add(name)
+    return results
