@@ -32,6 +32,7 @@ Model selection (``forecast_one_sku``), in order:
 6. smooth / erratic, shorter than ``min_history_for_arima`` -> ``seasonal_naive`` (fallback,
    ``too_short``)
 7. smooth / erratic                      -> automatic SARIMA ``arima(p,d,q)(P,D,Q)m[+c]``
+   (``+c``: with constant / drift)
 
 Any exception, ``ConvergenceWarning``, non-finite output or an exhausted time budget in steps 5
 and 7 falls back to the seasonal naive model, and from there to the mean model if even that
@@ -437,7 +438,11 @@ def _arima_name(order, sorder, m: int, trend: str) -> str:
 
 def auto_arima_forecast(y: np.ndarray, h: int, params: ForecastParams,
                         deadline: float) -> tuple[_Fc, list[str]]:
-    """Seasonal ARIMA with orders chosen by AIC/BIC over a bounded candidate list.
+    """Seasonal ARIMA with orders chosen by AIC/BIC over a bounded stepwise search.
+
+    Search: four fixed cheap candidates (including the no-ARMA-terms model), then, stepwise, the
+    one-step-larger neighbours (p+1, q+1, P+1, Q+1 within the max_* bounds) of the best model so
+    far, repeated while a neighbour improves, at most ``arima_max_models`` fits in all.
 
     D = 1 when the STL seasonal strength is at least ``seasonal_strength_threshold``; d = 1 when
     a KPSS test on the (seasonally differenced) series rejects level stationarity. A constant is
@@ -706,3 +711,144 @@ def forecast_one_sku(history: pd.DataFrame, params: ForecastParams | None = None
         "pattern": result.pattern,
     })
     return _conform(out, FORECAST_SCHEMA)
+
+
+# --------------------------------------------------------------------------------------------
+# Backtest
+# --------------------------------------------------------------------------------------------
+
+def _family(model: str) -> str:
+    return model.split("(")[0]
+
+
+def _error_sums(y: np.ndarray, yhat: np.ndarray, scale: float) -> dict[str, float]:
+    """The additive sums and the per-SKU metrics derived from them (see overall_accuracy)."""
+    e = yhat - y
+    n = y.size
+    sums = {
+        "sum_abs_error": float(np.sum(np.abs(e))),
+        "sum_sq_error": float(np.sum(e ** 2)),
+        "sum_error": float(np.sum(e)),
+        "sum_smape_terms": float(np.sum(_smape_terms(y, yhat))),
+    }
+    if n == 0:
+        return {**sums, **{k: math.nan for k in ("mae", "rmse", "wape", "smape", "mase", "bias")}}
+    return {**sums, "mae": mae(y, yhat), "rmse": rmse(y, yhat), "wape": wape(y, yhat),
+            "smape": smape(y, yhat), "mase": mase(y, yhat, scale), "bias": bias(y, yhat)}
+
+
+def backtest_one_sku(history: pd.DataFrame, params: ForecastParams | None = None) -> pd.DataFrame:
+    """Rolling-origin backtest of :func:`forecast_one_sku` against the seasonal naive baseline.
+
+    Origins are placed ``backtest_step`` days apart so that the last of ``backtest_windows``
+    windows of ``horizon`` days ends on the last history date; windows whose origin leaves
+    ``season_length`` days or fewer of training data are skipped. In each window the model is
+    chosen and fitted on the data before the origin with exactly the selection logic of
+    :func:`forecast_one_sku` (own time budget per window), and the baseline is the seasonal
+    naive forecast from the same data. Actuals are the cleaned series (NaN -> 0, negatives
+    clipped), the same one the models are fitted on.
+
+    MASE divides by one scale per SKU: the in-sample seasonal naive (lag ``season_length``) MAE
+    of the training data of the FIRST window, which no window's test days leak into. A zero
+    scale (a series repeating exactly every season) gives MASE = NaN.
+
+    Returns one row matching :data:`ACCURACY_SCHEMA` (empty frame for empty history). ``model``
+    is the model of the most recent window, ``model_family`` the sorted distinct families over
+    the windows (e.g. "arima" or "arima,seasonal_naive"), ``beats_baseline`` compares MASE (MAE
+    when MASE is undefined), strictly. Never raises.
+    """
+    params = params or ForecastParams()
+    try:
+        series = _prepare(history)
+    except Exception:  # noqa: BLE001 - unreadable input: nothing to evaluate
+        return empty_frame(ACCURACY_SCHEMA)
+    if series.y.size == 0:
+        return empty_frame(ACCURACY_SCHEMA)
+    h, m, n = params.horizon, params.season_length, series.y.size
+    y_all = series.y
+    pattern, _, _ = classify_demand(y_all[-params.max_history_days:], params.adi_threshold,
+                                    params.cv2_threshold)
+    origins = [n - h - k * params.step for k in reversed(range(params.backtest_windows))]
+    origins = [o for o in origins if o > m]
+
+    row: dict = {"sku": series.sku, "pattern": pattern, "n_windows": len(origins),
+                 "baseline_model": "seasonal_naive"}
+    reasons: list[str] = []
+    actual, pred, base = [], [], []
+    models, n_fallback = [], 0
+    for o in origins:
+        result = _run(series, o, params, time.perf_counter())
+        models.append(result.fc.model)
+        n_fallback += result.status != "ok"
+        reasons.extend(result.reasons)
+        train = y_all[max(0, o - params.max_history_days):o]
+        actual.append(y_all[o:o + h])
+        pred.append(result.fc.mean)
+        base.append(_finish(_fallback(train, h, m)).mean)
+
+    if origins:
+        first_train = y_all[max(0, origins[0] - params.max_history_days):origins[0]]
+        scale = mase_scale(first_train, m)
+        y = np.concatenate(actual)
+        row.update(model=models[-1], model_family=",".join(sorted({_family(x) for x in models})),
+                   status="ok")
+    else:
+        scale = math.nan
+        y = np.array([], dtype=float)
+        pred = base = [np.array([], dtype=float)]
+        row.update(model=None, model_family=None, status="skipped")
+        reasons.insert(0, "too_short_for_backtest")
+    model_metrics = _error_sums(y, np.concatenate(pred), scale)
+    base_metrics = _error_sums(y, np.concatenate(base), scale)
+    row.update(n_fallback_windows=n_fallback, n_points=int(y.size),
+               sum_actual=float(np.sum(y)), sum_abs_actual=float(np.sum(np.abs(y))),
+               mase_scale=scale, **model_metrics,
+               **{f"baseline_{k}": v for k, v in base_metrics.items()})
+    if np.isfinite(model_metrics["mase"]) and np.isfinite(base_metrics["mase"]):
+        row["beats_baseline"] = bool(model_metrics["mase"] < base_metrics["mase"])
+    else:
+        row["beats_baseline"] = bool(y.size and model_metrics["mae"] < base_metrics["mae"])
+    reasons = list(dict.fromkeys(reasons + series.notes))
+    row["reason"] = "; ".join(reasons) if reasons else None
+    return _conform(pd.DataFrame([row]), ACCURACY_SCHEMA)
+
+
+def overall_accuracy(per_sku: pd.DataFrame) -> dict[str, float]:
+    """Aggregate :func:`backtest_one_sku` rows to overall metrics, from sums, so that Spark can
+    mirror it with ``F.sum`` / ``F.avg``. With N = Σ n_points over SKUs (for the model, and the
+    same with the ``baseline_`` prefix):
+
+    * mae   = Σ sum_abs_error / N
+    * rmse  = sqrt(Σ sum_sq_error / N)
+    * wape  = Σ sum_abs_error / Σ sum_abs_actual
+    * smape = Σ sum_smape_terms / N
+    * bias  = Σ sum_error / N                       (mean of forecast - actual)
+    * mase  = mean of the per-SKU mase over SKUs where it is finite (the M-competition
+      convention: each SKU weighs the same, whatever its volume)
+    * share_beats_baseline = mean of beats_baseline over SKUs with n_points > 0
+
+    Also returns n_skus (with n_points > 0), n_skus_mase (finite model mase) and n_points.
+    Values are NaN where a denominator is 0.
+    """
+    df = per_sku[per_sku["n_points"].fillna(0) > 0] if len(per_sku) else per_sku
+    n_points = float(df["n_points"].sum()) if len(df) else 0.0
+    abs_actual = float(df["sum_abs_actual"].sum()) if len(df) else 0.0
+
+    def ratio(num: float, den: float) -> float:
+        return num / den if den > 0 else math.nan
+
+    out: dict[str, float] = {"n_skus": int(len(df)), "n_points": int(n_points)}
+    for prefix in ("", "baseline_"):
+        col = (lambda c: df[prefix + c].sum()) if len(df) else (lambda c: 0.0)
+        out[prefix + "mae"] = ratio(float(col("sum_abs_error")), n_points)
+        mse = ratio(float(col("sum_sq_error")), n_points)
+        out[prefix + "rmse"] = math.sqrt(mse) if np.isfinite(mse) else math.nan
+        out[prefix + "wape"] = ratio(float(col("sum_abs_error")), abs_actual)
+        out[prefix + "smape"] = ratio(float(col("sum_smape_terms")), n_points)
+        out[prefix + "bias"] = ratio(float(col("sum_error")), n_points)
+        finite = df[prefix + "mase"][np.isfinite(df[prefix + "mase"].astype(float))] if len(df) \
+            else pd.Series([], dtype=float)
+        out[prefix + "mase"] = float(finite.mean()) if len(finite) else math.nan
+    out["n_skus_mase"] = int(np.isfinite(df["mase"].astype(float)).sum()) if len(df) else 0
+    out["share_beats_baseline"] = float(df["beats_baseline"].mean()) if len(df) else math.nan
+    return out
