@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+# Executors run BLAS single-threaded (the session sets spark.executorEnv); the test process does
+# the same before numpy loads, so model fits called directly are not slowed by oversubscription.
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
 
 import pytest
 

@@ -1,23 +1,16 @@
 """Unit tests for shopsense.forecast_models (pandas only, no Spark)."""
 
-import os
+import dataclasses
+import datetime as dt
+import math
+import time
 
-# Executors run BLAS single-threaded (the Spark session sets this); do the same here, before
-# numpy loads, so SARIMAX timings are not distorted by thread oversubscription on small machines.
-for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_var, "1")
+import numpy as np
+import pandas as pd
+import pytest
 
-import dataclasses  # noqa: E402
-import datetime as dt  # noqa: E402
-import math  # noqa: E402
-import time  # noqa: E402
-
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import pytest  # noqa: E402
-
-from shopsense import forecast_models as fm  # noqa: E402
-from shopsense.forecast_models import (  # noqa: E402
+from shopsense import forecast_models as fm
+from shopsense.forecast_models import (
     ACCURACY_SCHEMA,
     FORECAST_SCHEMA,
     ForecastParams,
