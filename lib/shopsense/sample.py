@@ -100,10 +100,10 @@ class _Group:
 
 
 GROUPS = (
-    _Group("champions", 0.10, 1 / 8, 5.0, 3.0),
-    _Group("loyal", 0.35, 1 / 30, 3.0, 2.0),
-    _Group("at_risk", 0.30, 1 / 15, 3.0, 2.0),
-    _Group("new", 0.25, 0.0, 2.0, 1.5),
+    _Group("champions", 0.12, 1 / 5, 6.0, 5.0),
+    _Group("loyal", 0.33, 1 / 25, 2.5, 2.0),
+    _Group("at_risk", 0.30, 1 / 12, 2.5, 2.0),
+    _Group("new", 0.25, 0.0, 1.5, 1.5),
 )
 _CHAMPIONS, _LOYAL, _AT_RISK, _NEW = range(4)
 _NEW_MAX_ORDERS = 3                 # new customers place 1..3 orders
@@ -128,7 +128,7 @@ _PROMO_DISCOUNT = 0.20              # price cut inside a promotion
 
 _WEEKDAY_FACTOR = (1.0, 1.0, 1.0, 1.0, 1.0, 0.7, 0.55)  # Monday .. Sunday
 _MONTH_FACTOR = {10: 1.2, 11: 1.5, 12: 1.6}             # Q4 peak; other months 1.0
-_DAY_ATTEMPTS = 8                   # rejection-sampling tries for an order's day
+_WEEKDAY_ATTEMPTS = 4               # rejection-sampling tries for an order's weekday
 
 _RETURN_DELAY_DAYS = (1, 10)
 _COUNTRIES = (("United Kingdom", 0.60), ("Germany", 0.10), ("France", 0.10),
@@ -279,16 +279,38 @@ def _geometric(u: Column, mean: Column) -> Column:
     return (F.lit(1) + F.floor(F.log(F.lit(1.0) - u) / F.log(F.lit(1.0) - F.lit(1.0) / m))).cast("int")
 
 
-def _day_weight(spec: SampleSpec, day: Column) -> Column:
-    """Calendar acceptance weight in (0, 1]: weekday factor x month factor, scaled by the max."""
+def _month_segments(spec: SampleSpec) -> list[tuple[int, int, float, float]]:
+    """The period [0, n_days] cut at month starts: (first day, length, month factor, weighted
+    time at the first day). Weighted time C(d) = sum of month factors of the days before d."""
     start = date.fromisoformat(spec.start_date)
-    dow = (F.lit(start.weekday()) + day) % 7
-    month = F.month(F.date_add(F.lit(start), day.cast("int")))
-    month_f = F.lit(1.0)
-    for m, f in _MONTH_FACTOR.items():
-        month_f = F.when(month == m, F.lit(f)).otherwise(month_f)
-    top = max(_WEEKDAY_FACTOR) * max([1.0, *_MONTH_FACTOR.values()])
-    return _pick(_WEEKDAY_FACTOR, dow) * month_f / top
+    segs, d, acc = [], 0, 0.0
+    while d < spec.n_days + 1:
+        cur = start + timedelta(days=d)
+        nxt = date(cur.year + (cur.month == 12), cur.month % 12 + 1, 1)
+        length = min((nxt - cur).days, spec.n_days + 1 - d)
+        f = _MONTH_FACTOR.get(cur.month, 1.0)
+        segs.append((d, length, f, acc))
+        acc += f * length
+        d += length
+    return segs
+
+
+def _weighted_time(spec: SampleSpec, day: Column) -> Column:
+    """C(day): month-weighted time elapsed before ``day`` (piecewise linear, increasing)."""
+    return sum(F.lit(f) * F.least(F.greatest(day - s0, F.lit(0)), F.lit(n))
+               for s0, n, f, _ in _month_segments(spec))
+
+
+def _day_at(spec: SampleSpec, x: Column) -> Column:
+    """The inverse of C: the (fractional) day at which month-weighted time reaches ``x``."""
+    return sum(F.least(F.greatest((x - c) / f, F.lit(0.0)), F.lit(float(n)))
+               for _, n, f, c in _month_segments(spec))
+
+
+def _weekday_weight(spec: SampleSpec, day: Column) -> Column:
+    """Acceptance weight in (0, 1] of a day's weekday."""
+    dow = (F.lit(date.fromisoformat(spec.start_date).weekday()) + day) % 7
+    return _pick(_WEEKDAY_FACTOR, dow) / max(_WEEKDAY_FACTOR)
 
 
 def _promo_windows(spec: SampleSpec) -> tuple[int, int]:
@@ -303,13 +325,14 @@ def _promo_start(spec: SampleSpec, rank: Column, k: Column) -> Column:
     n = spec.n_days
     seg_start = F.floor(k * n / n_windows)
     seg_len = F.floor((k + 1) * n / n_windows) - seg_start
-    return (seg_start + F.floor(_u(spec.seed, "promo_start", rank, k) * (seg_len - length + 1))
+    u = _u(spec.seed, "promo_start", rank.cast("int"), k.cast("int"))
+    return (seg_start + F.floor(u * (seg_len - length + 1))
             ).cast("int")
 
 
 def _in_promo(spec: SampleSpec, rank: Column, day: Column, eligible: Column) -> Column:
     n_windows, length = _promo_windows(spec)
-    seg = F.floor(((day + 1) * n_windows - 1) / spec.n_days)
+    seg = F.floor(((day + 1) * n_windows - 1) / spec.n_days).cast("int")
     offset = day - _promo_start(spec, rank, seg)
     return eligible & (offset >= 0) & (offset < length)
 
@@ -461,16 +484,27 @@ def _customers(spark: SparkSession, spec: SampleSpec, num_partitions: int | None
     )
 
 
-def _order_day(spec: SampleSpec, okey: Column, first: Column, last: Column) -> Column:
-    """A day in [first, last], drawn with the calendar weights by rejection sampling; after
-    _DAY_ATTEMPTS rejections the last draw is kept (probability well under 1%)."""
-    span = last - first + 1
-    draws = [(first + F.floor(_u(spec.seed, "day", okey, F.lit(j)) * span)).cast("int")
-             for j in range(_DAY_ATTEMPTS)]
-    day = draws[-1]
-    for j in reversed(range(_DAY_ATTEMPTS - 1)):
-        accept = _u(spec.seed, "day_accept", okey, F.lit(j)) < _day_weight(spec, draws[j])
-        day = F.when(accept, draws[j]).otherwise(day)
+def _order_day(spec: SampleSpec, okey: Column, k: Column, n_orders: Column,
+               first: Column, last: Column) -> Column:
+    """The day of a customer's k-th of n_orders orders, in [first, last].
+
+    Orders are stratified in month-weighted time over the customer's active window: order k
+    falls at a random point of the k-th of n_orders equal slices. Customers therefore buy fairly
+    regularly (the recency of an active customer is at most about one inter-order gap), and
+    busier months (the Q4 peak) get proportionally more orders. The weekday effect is then a
+    rejection step within the surrounding week: a day drawn uniformly from the 7 days around
+    the stratified day is kept with its weekday weight; after _WEEKDAY_ATTEMPTS rejections
+    (probability ~1e-4) the stratified day itself is kept."""
+    seed = spec.seed
+    t0, t1 = _weighted_time(spec, first), _weighted_time(spec, last + 1)
+    x = t0 + (k + _u(seed, "day", okey)) / n_orders * (t1 - t0)
+    base = F.least(F.greatest(F.floor(_day_at(spec, x)).cast("int"), first), last)
+    day = base
+    for j in reversed(range(_WEEKDAY_ATTEMPTS)):
+        cand = F.least(F.greatest(
+            base + F.floor(_u(seed, "weekday", okey, F.lit(j)) * 7).cast("int") - 3, first), last)
+        accept = _u(seed, "weekday_accept", okey, F.lit(j)) < _weekday_weight(spec, cand)
+        day = F.when(accept, cand).otherwise(day)
     return day
 
 
@@ -517,9 +551,11 @@ def order_lines(spark: SparkSession, spec: SampleSpec, num_partitions: int | Non
     orders = (
         customers.where(F.col("n_orders") > 0)
         .select("cidx", CUSTOMER_ID, "taste", COUNTRY, "first_day", "last_day", "mu_lines", "mu_qty",
+                "n_orders",
                 F.explode(F.sequence(F.lit(0), F.col("n_orders") - 1)).alias("k"))
         .withColumn("okey", F.col("cidx") * stride + F.col("k"))
-        .withColumn("day", _order_day(spec, F.col("okey"), F.col("first_day"), F.col("last_day")))
+        .withColumn("day", _order_day(spec, F.col("okey"), F.col("k"), F.col("n_orders"),
+                                      F.col("first_day"), F.col("last_day")))
         .withColumn("sec", (8 * 3600 + F.floor(_u(seed, "time", F.col("okey")) * 13 * 3600)).cast("long"))
         .withColumn(CUSTOMER_ID, F.when(_u(seed, "guest", F.col("okey")) < spec.guest_share,
                                         F.lit(None).cast("string")).otherwise(F.col(CUSTOMER_ID)))
