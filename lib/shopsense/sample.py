@@ -765,3 +765,29 @@ def generate(spark: SparkSession, spec: SampleSpec, out_dir: str, fmt: str = "pa
         json.dump(info, fh, indent=2, sort_keys=True)
     return {"rows": rows, "paths": paths, "seconds": round(time.perf_counter() - t0, 2),
             "format": fmt}
+
+
+# --- the `sample` job --------------------------------------------------------------------------
+
+def spec_from_conf(conf) -> SampleSpec:
+    """The SampleSpec conf's ``sample`` section describes."""
+    fields = SampleSpec.__dataclass_fields__
+    return SampleSpec(**{k: v for k, v in conf["sample"].items() if k in fields})
+
+
+def run(spark: SparkSession, conf) -> dict:
+    """Generate sample raw files into ``sample.out_dir`` (the `sample` job). The `sample` source
+    in conf/base.yaml reads them from data/sample/: move both together."""
+    from shopsense.config import resolve_path
+    from shopsense.runs import JobRun
+
+    spec = spec_from_conf(conf)
+    out_dir = resolve_path(conf["sample"]["out_dir"])
+    with JobRun(spark, conf, "sample", {**asdict(spec), "out_dir": out_dir}) as job:
+        result = generate(spark, spec, out_dir)
+        job.rows_out = result["rows"]["orders"]
+        for name, n in result["rows"].items():
+            job.metric(f"rows_{name.replace('/', '_')}", n)
+        job.metric("seconds", result["seconds"], key=True)
+        job.note(f"sample raw files written to {out_dir}")
+    return job.summary()
