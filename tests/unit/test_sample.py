@@ -138,17 +138,21 @@ def test_tastes_dominate_customer_choices(spark, small):
 
 @pytest.mark.slow
 def test_planted_pair_confidence_is_recovered(spark):
-    lines = _sales(order_lines(spark, MEDIUM)).select(C.ORDER_ID, C.SKU).distinct().cache()
     pairs = truth_tables(spark, MEDIUM)["pairs"].collect()
     assert len(pairs) == MEDIUM.n_pairs
-    for p in pairs:
-        with_a = lines.where(F.col(C.SKU) == p.antecedent).select(C.ORDER_ID)
-        with_b = lines.where(F.col(C.SKU) == p.consequent).select(C.ORDER_ID)
-        n_a, n_ab, n_b = with_a.count(), with_a.join(with_b, C.ORDER_ID).count(), with_b.count()
+    has = lambda sku: F.max((F.col(C.SKU) == sku).cast("int"))  # noqa: E731
+    baskets = _sales(order_lines(spark, MEDIUM)).groupBy(C.ORDER_ID).agg(
+        *[has(p.antecedent).alias(f"a{i}") for i, p in enumerate(pairs)],
+        *[has(p.consequent).alias(f"b{i}") for i, p in enumerate(pairs)])
+    counts = baskets.agg(
+        *[F.sum(f"a{i}").alias(f"n_a{i}") for i in range(len(pairs))],
+        *[F.sum(F.col(f"a{i}") * F.col(f"b{i}")).alias(f"n_ab{i}") for i in range(len(pairs))],
+        *[F.sum(f"b{i}").alias(f"n_b{i}") for i in range(len(pairs))]).first()
+    for i, p in enumerate(pairs):
+        n_a, n_ab, n_b = counts[f"n_a{i}"], counts[f"n_ab{i}"], counts[f"n_b{i}"]
         assert n_b == n_ab, "a companion is only ever sold with its antecedent"
         se = math.sqrt(p.confidence * (1 - p.confidence) / n_a)
         assert abs(n_ab / n_a - p.confidence) < 4 * se, (p, n_a, n_ab)
-    lines.unpersist()
 
 
 def test_catalogue_and_inventory_cover_every_sku(spark):
