@@ -190,6 +190,7 @@ def test_promotions_lift_quantity(spark, small):
     assert q[True] > 1.4 * q[False]
 
 
+@pytest.mark.slow
 def test_generate_writes_everything(spark, tmp_path):
     out = str(tmp_path / "sample")
     res = generate(spark, SMALL, out, fmt="csv")
