@@ -25,6 +25,9 @@ NULLABLE_TYPES: dict[str, type] = {
     "spark.master": str,
     "spark.jars": str,
     "spark.checkpoint_dir": str,
+    "features.window_days": int,
+    "segment.k": int,
+    "segment.model_path": str,
 }
 # Keys whose value is restricted to a fixed set.
 CHOICES: dict[str, tuple[str, ...]] = {
