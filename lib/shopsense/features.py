@@ -159,9 +159,9 @@ def with_features(customers: DataFrame, as_of: dt.date) -> DataFrame:
         .withColumn(AVG_ORDER_VALUE, safe_ratio(F.col(SALES_REVENUE), orders))
         .withColumn(ITEMS_PER_ORDER, safe_ratio(F.col("_units"), orders))
         # Value share returned; capped at 1 because a return can refer to a sale made before
-        # the window (or before the data starts).
-        .withColumn(RETURN_RATE, F.least(F.lit(1.0), safe_ratio(F.col(RETURNED_REVENUE),
-                                                                 F.col(SALES_REVENUE))))
+        # the window (or before the data starts). Null without sales.
+        .withColumn(RETURN_RATE, F.when(F.col(SALES_REVENUE) > 0, F.least(
+            F.lit(1.0), F.col(RETURNED_REVENUE) / F.col(SALES_REVENUE))))
         # Null when no line of the customer carries a category (the source has none).
         .withColumn(DISTINCT_CATEGORIES,
                     F.when(F.col("_category_lines") > 0, F.col(DISTINCT_CATEGORIES)))

@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 from pyspark.ml import Pipeline, PipelineModel
 from pyspark.ml.clustering import KMeans
@@ -256,6 +257,33 @@ def name_segments(profiles: pd.DataFrame, pop_frequency: float, pop_monetary: fl
                     else f"{name} (tier {i})")
         out[cluster] = (sid, name)
     return out
+
+
+def adjusted_rand_index_from_table(table) -> float:
+    """Adjusted Rand index (Hubert & Arabie) from a contingency table (rows: true groups,
+    columns: assigned segments, cells: item counts; a small k x groups array or DataFrame).
+    1 for identical partitions, about 0 for random ones."""
+    table = np.asarray(table, dtype=float)
+    pairs = lambda x: float((x * (x - 1) / 2.0).sum())  # noqa: E731
+    n = table.sum()
+    index, total = pairs(table), n * (n - 1) / 2.0
+    rows, cols = pairs(table.sum(axis=1)), pairs(table.sum(axis=0))
+    expected = rows * cols / total if total else 0.0
+    best = (rows + cols) / 2.0
+    if best == expected:  # both partitions trivial (one cluster each, or all singletons)
+        return 1.0
+    return float((index - expected) / (best - expected))
+
+
+def adjusted_rand_index(truth, assigned) -> float:
+    """Adjusted Rand index of two equal-length labelings of the same items (small inputs; for
+    a table, count the (group, segment) pairs in Spark and use
+    :func:`adjusted_rand_index_from_table`)."""
+    truth, assigned = list(truth), list(assigned)
+    if len(truth) != len(assigned):
+        raise ValueError(f"labelings differ in length: {len(truth)} vs {len(assigned)}")
+    return adjusted_rand_index_from_table(
+        pd.crosstab(pd.Series(truth, name="t"), pd.Series(assigned, name="a")))
 
 
 # --------------------------------------------------------------------------------------------
