@@ -160,19 +160,22 @@ def silhouette(predictions: DataFrame) -> float:
                                distanceMeasure="squaredEuclidean").evaluate(predictions)
 
 
-def choose_k(scaled: DataFrame, k_values: list[int], seed: int, max_iter: int) -> tuple[int, dict[int, float]]:
-    """Fit KMeans for each k on ``scaled`` (a standardised ``features`` column) and return the k
-    with the highest silhouette (the smallest such k on a tie) and every k's silhouette."""
+def choose_k(scaled: DataFrame, k_values: list[int], seed: int, max_iter: int
+             ) -> tuple[int, dict[int, float], dict]:
+    """Fit KMeans for each k on ``scaled`` (a standardised ``features`` column). Returns the k
+    with the highest silhouette (the smallest such k on a tie), every k's silhouette, and the
+    fitted KMeansModel of every k."""
     scores: dict[int, float] = {}
+    models = {}
     for k in k_values:
-        model = kmeans(k, seed, max_iter).fit(scaled)
-        scores[k] = silhouette(model.transform(scaled))
+        models[k] = kmeans(k, seed, max_iter).fit(scaled)
+        scores[k] = silhouette(models[k].transform(scaled))
     valid = {k: s for k, s in scores.items() if not math.isnan(s)}
     if not valid:
         raise SegmentError(f"no k in {k_values} gave two or more non-empty clusters: "
                            f"the customers' features barely vary")
     best = max(valid.values())
-    return min(k for k, s in valid.items() if s == best), scores
+    return min(k for k, s in valid.items() if s == best), scores, models
 
 
 def with_distance(predictions: DataFrame, centres: list[list[float]]) -> DataFrame:
@@ -311,6 +314,7 @@ def fit_segments(spark: SparkSession, features: DataFrame, params: SegmentParams
     prep = Pipeline(stages=preprocessing_stages(params.features, params.log_features)).fit(active)
     scaled = prep.transform(active).select(C.CUSTOMER_ID, VECTOR)
     facts: dict = {"n_customers": n, "silhouettes": {}}
+    fitted = None
     if params.k is None:
         k_values = [k for k in range(params.k_min, params.k_max + 1) if k < n]
         if not k_values:
@@ -319,21 +323,27 @@ def fit_segments(spark: SparkSession, features: DataFrame, params: SegmentParams
         selection = scaled if fraction >= 1.0 else scaled.sample(False, fraction, params.seed)
         selection = selection.cache()
         try:
-            k, facts["silhouettes"] = choose_k(selection, k_values, params.seed, params.max_iter)
+            k, facts["silhouettes"], models = choose_k(selection, k_values, params.seed,
+                                                       params.max_iter)
         finally:
             selection.unpersist()
+        if fraction >= 1.0:  # the search already fitted this k on every customer
+            fitted = PipelineModel(stages=[*prep.stages, models[k]])
+            facts["silhouette"] = facts["silhouettes"][k]
     else:
         if params.k >= n:
             raise SegmentError(f"segment.k = {params.k} needs more than {n} customers")
         k = params.k
     facts["k"] = k
 
-    fitted = Pipeline(stages=[*preprocessing_stages(params.features, params.log_features),
-                              kmeans(k, params.seed, params.max_iter)]).fit(active)
+    if fitted is None:
+        fitted = PipelineModel(stages=[*prep.stages,
+                                       kmeans(k, params.seed, params.max_iter).fit(scaled)])
     centres = [list(map(float, c)) for c in fitted.stages[-1].clusterCenters()]
     predictions = fitted.transform(active).transform(lambda df: with_distance(df, centres))
     predictions = predictions.cache()
-    facts["silhouette"] = silhouette(predictions)
+    if "silhouette" not in facts:
+        facts["silhouette"] = silhouette(predictions)
 
     pop = active.agg(F.percentile_approx(F.col(FT.FREQUENCY).cast("double"), 0.5, 10000).alias("f"),
                      F.percentile_approx(F.col(FT.MONETARY), 0.5, 10000).alias("m")).first()
