@@ -31,7 +31,6 @@ def test_segments_online_retail(spark, online_retail):
     assert metrics["silhouette"] > 0.3
 
     profiles = tables.read_table(spark, conf, "gold.segment_profiles")
-    print(segment.format_profiles(profiles))
     pdf = profiles.toPandas()
     assert pdf["n_customers"].sum() == feats["metrics"]["customers"]
     assert pdf["customer_share"].sum() == pytest.approx(1.0)

@@ -112,7 +112,7 @@ def test_window_must_be_positive(order_lines):
 
 
 def test_features_job_writes_table_and_run_record(spark, conf_factory, order_lines):
-    conf = conf_factory("as_of='2024-03-31'")
+    conf = conf_factory("as_of=2024-03-31")  # as --as-of passes it
     tables.overwrite(order_lines, conf, "silver.order_lines")
     summary = FT.run(spark, conf)
     assert summary["metrics"]["customers"] == 3
