@@ -300,13 +300,22 @@ def model_path(conf: Conf) -> str:
     return f"{resolve_path(conf['warehouse']).rstrip('/')}/models/segment"
 
 
+def deterministic_layout(df: DataFrame, key: str = C.CUSTOMER_ID) -> DataFrame:
+    """The rows in a layout fixed by their content: hash-partitioned by ``key`` into the
+    session's shuffle partitions and sorted within each. KMeans' seeded initialisation depends on
+    partitions and row order, and a rewritten input table (same rows, new files) can come back
+    in another order: this makes re-runs on the same data give the same segments."""
+    n = int(df.sparkSession.conf.get("spark.sql.shuffle.partitions"))
+    return df.repartition(n, key).sortWithinPartitions(key)
+
+
 def fit_segments(spark: SparkSession, features: DataFrame, params: SegmentParams
                  ) -> tuple[PipelineModel, DataFrame, dict]:
     """Fit the segmentation on the customers with orders. Returns the PipelineModel (ending in
-    the id/name mapping stage), the scored customers (customer features plus cluster, segment_id,
-    segment_name, distance_to_centre) and facts: k, silhouette, silhouettes by k, population
+    the id/name mapping stage), the customers with their raw cluster and distance_to_centre
+    (cached: unpersist when done; the model's last stage adds segment_id and segment_name) and facts: k, silhouette, silhouettes by k, population
     medians, number of customers."""
-    active = features.filter(F.col(FT.HAS_ORDERS))
+    active = features.filter(F.col(FT.HAS_ORDERS)).transform(deterministic_layout)
     n = active.count()
     if n < 3:
         raise SegmentError(f"only {n} customers with orders in gold.customer_features: "
@@ -351,8 +360,7 @@ def fit_segments(spark: SparkSession, features: DataFrame, params: SegmentParams
     cluster_profiles = profile(predictions, CLUSTER, 1, 0.0).toPandas()  # k rows
     names = name_segments(cluster_profiles, pop["f"], pop["m"], params.naming)
     model = PipelineModel(stages=[*fitted.stages, mapping_stage(names)])
-    scored = model.stages[-1].transform(predictions)
-    return model, scored, facts
+    return model, predictions, facts
 
 
 def run(spark: SparkSession, conf: Conf) -> dict:
@@ -365,8 +373,9 @@ def run(spark: SparkSession, conf: Conf) -> dict:
         features = run.read("gold.customer_features")
         FT.require_columns(features, (C.CUSTOMER_ID, FT.HAS_ORDERS, *FT.NUMERIC_FEATURES),
                            "gold.customer_features")
-        model, scored, facts = fit_segments(spark, features, params)
+        model, predictions, facts = fit_segments(spark, features, params)
         try:
+            scored = model.stages[-1].transform(predictions)
             returns_only = (features.filter(~F.col(FT.HAS_ORDERS))
                             .withColumn(SEGMENT_ID, F.lit(RETURNS_ONLY_ID))
                             .withColumn(SEGMENT_NAME, F.lit(RETURNS_ONLY_NAME))
@@ -383,7 +392,7 @@ def run(spark: SparkSession, conf: Conf) -> dict:
             tables.overwrite(stamp(profiles.orderBy(SEGMENT_ID)), conf, "gold.segment_profiles",
                              SEGMENT_PROFILES)
         finally:
-            scored.unpersist()
+            predictions.unpersist()
         model.write().overwrite().save(path)
 
         n_returns_only = int(totals["n"]) - facts["n_customers"]
