@@ -7,6 +7,7 @@ The merged configuration is validated before Spark starts. Every problem is repo
 from __future__ import annotations
 
 import copy
+import datetime as dt
 import os
 from importlib import resources
 from pathlib import Path
@@ -25,6 +26,9 @@ NULLABLE_TYPES: dict[str, type] = {
     "spark.master": str,
     "spark.jars": str,
     "spark.checkpoint_dir": str,
+    "features.window_days": int,
+    "segment.k": int,
+    "segment.model_path": str,
 }
 # Keys whose value is restricted to a fixed set.
 CHOICES: dict[str, tuple[str, ...]] = {
@@ -110,6 +114,8 @@ def parse_set(item: str) -> tuple[str, Any]:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
+    if isinstance(value, (dt.date, dt.datetime)):  # dates in conf are strings (as_of=2024-03-31)
+        value = raw.strip()
     return key, value
 
 

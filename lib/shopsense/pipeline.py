@@ -25,6 +25,8 @@ class Job:
 JOBS: dict[str, Job] = {job.name: job for job in (
     Job("sample", "shopsense.sample", (), "generate sample raw files (orders, catalogue, inventory, planted truth)"),
     Job("ingest", "shopsense.ingest", (), "raw files -> bronze.order_lines_raw, silver.order_lines, silver.quarantine, silver.products"),
+    Job("features", "shopsense.features", ("ingest",), "silver.order_lines -> gold.customer_features (recency, frequency, monetary, ...)"),
+    Job("segment", "shopsense.segment", ("features",), "gold.customer_features -> KMeans segments: gold.customer_segments, gold.segment_profiles, models/segment"),
 )}
 PIPELINE = [name for name in JOBS if name != "sample"]
 
