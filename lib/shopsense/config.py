@@ -75,7 +75,18 @@ def _read_yaml(path: str | Path) -> dict:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of keys, not {type(data).__name__}")
-    return data
+    return _dates_as_strings(data)
+
+
+def _dates_as_strings(node: Any) -> Any:
+    """YAML reads ``2024-03-31`` as a date; conf keeps dates as ISO strings."""
+    if isinstance(node, dict):
+        return {k: _dates_as_strings(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_dates_as_strings(v) for v in node]
+    if isinstance(node, (dt.date, dt.datetime)):
+        return node.isoformat()
+    return node
 
 
 def _merge(into: dict, overlay: Mapping, origin: str, origins: dict, prefix: str = "") -> None:
@@ -205,7 +216,6 @@ def _validate(conf: Conf, base_tree: dict) -> None:
                           f"not among sources: {', '.join(sorted(conf.get('sources', {})))}")
     as_of = conf.get_path("as_of")
     if as_of is not None:
-        import datetime as dt
         try:
             dt.date.fromisoformat(str(as_of))
         except ValueError:

@@ -103,3 +103,10 @@ def test_resolve_path_keeps_uris_and_absolutises_local_paths(tmp_path, monkeypat
     assert resolve_path("hdfs:///a/b") == "hdfs:///a/b"
     assert resolve_path("warehouse") == str(tmp_path / "warehouse")
     assert base_conf_path().name == "base.yaml"
+
+
+def test_dates_stay_strings_from_files_and_set(tmp_path):
+    overlay = write(tmp_path, "dated.yaml", "warehouse: w\nas_of: 2011-12-09\nsample:\n  start_date: 2024-01-01\n")
+    conf = load_conf([overlay])
+    assert (conf["as_of"], conf["sample"]["start_date"]) == ("2011-12-09", "2024-01-01")
+    assert load_conf([overlay], ["as_of=2011-11-30"])["as_of"] == "2011-11-30"
