@@ -286,14 +286,15 @@ def with_metrics(n_xy: Column, n_x: Column, n_y: Column, n: Column) -> list[Colu
 
 def with_item_names(rules: DataFrame, names: DataFrame, col: str, out: str) -> DataFrame:
     """Add ``out``: the names of the items in array column ``col``, in the same order (null for
-    an item without a name). ``names`` has columns ``item`` and ``name``."""
-    keys = rules.select(col).distinct()
-    named = (keys.select(col, F.posexplode(col).alias("_pos", ITEM))
-             .join(names, ITEM, "left")
-             .groupBy(col)
-             .agg(F.array_sort(F.collect_list(F.struct(F.col("_pos"), F.col("name")))).alias("_n"))
-             .select(col, F.transform("_n", lambda s: s["name"]).alias(out)))
-    return rules.join(named, col, "left")
+    an item without a name). ``names`` has columns ``item`` and ``name``, one row per item.
+
+    The names become one map in a one-row frame joined to every rule by broadcast: the rules
+    are not shuffled, and nothing goes through the driver but that broadcast (one entry per
+    item of the catalogue)."""
+    lookup = names.agg(F.map_from_entries(F.collect_list(F.struct(ITEM, "name"))).alias("_names"))
+    return (rules.crossJoin(F.broadcast(lookup))
+            .withColumn(out, F.transform(col, lambda i: F.try_element_at(F.col("_names"), i)))
+            .drop("_names"))
 
 
 def frequently_bought_together(rules: DataFrame, top_n: int, min_confidence: float,
@@ -319,10 +320,12 @@ def item_names(spark: SparkSession, conf: Conf, run: JobRun | None, lines: DataF
     """``item``, ``name``: product names from silver.products (or, without it, the latest name in
     the order lines); at level ``category`` the category is its own name."""
     if level == "category":
-        return lines.select(F.col(C.CATEGORY).alias(ITEM)).distinct().withColumn("name", F.col(ITEM))
+        return (lines.select(F.col(C.CATEGORY).alias(ITEM)).filter(F.col(ITEM).isNotNull())
+                .distinct().withColumn("name", F.col(ITEM)))
     if tables.table_exists(spark, conf, "silver.products"):
         products = run.read("silver.products") if run else tables.read_table(spark, conf, "silver.products")
-        return products.select(F.col(C.SKU).alias(ITEM), F.col(C.PRODUCT_NAME).alias("name"))
+        return products.select(F.col(C.SKU).alias(ITEM), F.col(C.PRODUCT_NAME).alias("name")).filter(
+            F.col(ITEM).isNotNull())
     if run:
         run.note("no silver.products: product names taken from the latest order line of each SKU")
     return (lines.groupBy(F.col(C.SKU).alias(ITEM))
@@ -393,7 +396,7 @@ def run(spark: SparkSession, conf: Conf) -> dict:
                 fbt = _empty(spark, FREQUENTLY_BOUGHT_TOGETHER)
                 n_itemsets = 0
             else:
-                names = item_names(spark, conf, run, lines, params.level)
+                names = item_names(spark, conf, run, lines, params.level).dropDuplicates([ITEM])
                 named = (mined.rules
                          .transform(with_item_names, names, ANTECEDENT, ANTECEDENT_NAMES)
                          .transform(with_item_names, names, CONSEQUENT, CONSEQUENT_NAMES))

@@ -192,7 +192,7 @@ def test_rules_agree_with_mllib_association_rules(spark):
         mined.unpersist()
 
 
-def test_conviction_is_null_at_confidence_one_and_fbt_ranks_by_lift(spark, conf_factory):
+def test_conviction_is_null_at_confidence_one_and_fbt_ranks_by_lift_run_twice(spark, conf_factory):
     # E only ever sold with A; A also with B or C; F and G with nothing in particular. N = 20.
     baskets = ([["A", "E"]] * 4 + [["A", "B"]] * 3 + [["A", "C"]] * 2 + [["B", "C"]] * 2
                + [["C"]] * 3 + [["F"]] * 2 + [["A", "F"]] + [["G"]] * 3)
@@ -201,8 +201,19 @@ def test_conviction_is_null_at_confidence_one_and_fbt_ranks_by_lift(spark, conf_
                         "basket_rules.frequently_bought_together.top_n=2",
                         "basket_rules.frequently_bought_together.min_confidence=0.2")
     write_lines(spark, conf, rows)
-    br.run(spark, conf)
+    first = br.run(spark, conf)
+    rules1 = tables.read_table(spark, conf, "gold.association_rules").drop("run_id", "computed_at")
+    fbt1 = tables.read_table(spark, conf, "gold.frequently_bought_together").drop("run_id", "computed_at")
+    rules1, fbt1 = rules1.toPandas(), fbt1.toPandas()     # tiny; the tables are replaced below
+    second = br.run(spark, conf)                           # idempotent: replaced, not appended
+
     rules = tables.read_table(spark, conf, "gold.association_rules")
+    assert first["metrics"] == second["metrics"]
+    assert [r[0] for r in rules.select("run_id").distinct().collect()] == [second["run_id"]]
+    assertDataFrameEqual(rules.drop("run_id", "computed_at"),
+                         spark.createDataFrame(rules1, schema=rules.drop("run_id", "computed_at").schema))
+    runs = tables.read_table(spark, conf, "gold.job_runs").filter("job = 'basket_rules'")
+    assert runs.filter("status = 'succeeded'").count() == 2
     e_to_a = rules.filter(F.col("antecedent") == F.array(F.lit("E"))).first()
     assert e_to_a["consequent"] == ["A"] and e_to_a["confidence"] == 1.0 and e_to_a["conviction"] is None
     assert rules.filter(F.col("conviction").isNull()).count() == rules.filter(F.col("confidence") == 1.0).count()
@@ -220,26 +231,10 @@ def test_conviction_is_null_at_confidence_one_and_fbt_ranks_by_lift(spark, conf_
         "sku string, product_name string, rank int, companion_sku string, companion_name string, "
         "confidence double, lift double, n_orders long")
     assertDataFrameEqual(fbt.select(expected.columns), expected, rtol=1e-12)
+    assert len(fbt1) == 6 and fbt.filter(F.col("level") != "sku").count() == 0
 
 
 # --- job behaviour ---------------------------------------------------------------------------------
-
-def test_run_twice_replaces_outputs(spark, conf_factory):
-    conf = conf_factory("basket_rules.min_support_count=12", "basket_rules.max_basket_size=6")
-    write_lines(spark, conf, random_lines(n_orders=120))
-    first = br.run(spark, conf)
-    rules1 = tables.read_table(spark, conf, "gold.association_rules").drop("run_id", "computed_at")
-    fbt1 = tables.read_table(spark, conf, "gold.frequently_bought_together").drop("run_id", "computed_at")
-    second = br.run(spark, conf)
-    rules2 = tables.read_table(spark, conf, "gold.association_rules")
-    assert first["metrics"] == second["metrics"]
-    assert rules2.select("run_id").distinct().first()[0] == second["run_id"]
-    assertDataFrameEqual(rules2.drop("run_id", "computed_at"), rules1)
-    assertDataFrameEqual(tables.read_table(spark, conf, "gold.frequently_bought_together")
-                         .drop("run_id", "computed_at"), fbt1)
-    runs = tables.read_table(spark, conf, "gold.job_runs").filter("job = 'basket_rules'")
-    assert runs.filter("status = 'succeeded'").count() == 2
-
 
 def test_threshold_above_all_baskets_writes_empty_tables(spark, conf_factory):
     conf = conf_factory("basket_rules.min_support_count=1000")
@@ -279,3 +274,55 @@ def test_baskets_need_their_columns(spark):
     df = spark.createDataFrame([("1", "A")], "order_id string, sku string")
     with pytest.raises(br.BasketRulesError, match=r"lacks columns \['line_type', 'is_product', 'quantity'\]"):
         br.filter_basket_lines(df)
+
+
+# --- planted pairs on sample data ------------------------------------------------------------------
+
+def silver_from_sample(sample_lines):
+    """Sample order lines as silver rows, without running ingest (tested on its own): a negative
+    quantity is a return, every SKU a product."""
+    return (sample_lines
+            .withColumn(C.LINE_ID, F.concat_ws("-", C.ORDER_ID, C.SKU, F.monotonically_increasing_id()))
+            .withColumn(C.IS_GUEST, F.col(C.CUSTOMER_ID).isNull())
+            .withColumn(C.QUANTITY, F.col(C.QUANTITY).cast("double"))
+            .withColumn(C.REVENUE, F.col(C.QUANTITY) * F.col(C.UNIT_PRICE))
+            .withColumn(C.ORDER_DATE, F.to_date(C.ORDERED_AT))
+            .withColumn(C.LINE_TYPE, F.when(F.col(C.QUANTITY) < 0, C.LINE_RETURN).otherwise(C.LINE_SALE))
+            .withColumn(C.IS_PRODUCT, F.lit(True))
+            .withColumn(C.SOURCE_FILE, F.lit("sample"))
+            .withColumn(C.RUN_ID, F.lit("r0"))
+            .withColumn(C.INGESTED_AT, F.current_timestamp()))
+
+
+def test_planted_pairs_are_found_with_their_confidence(spark, conf):
+    sample = pytest.importorskip("shopsense.sample", reason="the sample generator (branch sample) is not merged")
+    spec = sample.SampleSpec(n_customers=500, n_skus=50, n_days=365, n_pairs=4, seed=11)
+    params = br.RuleParams(min_support_count=15, min_confidence=0.1, max_itemset_length=2)
+    lines = silver_from_sample(sample.order_lines(spark, spec)).persist()
+    basket_df = br.build_baskets(lines, params).persist()
+    mined = br.mine(basket_df, params)
+    names = br.item_names(spark, conf, None, lines, "sku")
+    named = (mined.rules.transform(br.with_item_names, names, "antecedent", "antecedent_names")
+             .transform(br.with_item_names, names, "consequent", "consequent_names"))
+    rules = named.filter(F.col("confidence") >= 0.1).select(
+        F.col("antecedent")[0].alias("a"), F.col("consequent")[0].alias("b"), "confidence",
+        "antecedent_orders")
+    fbt = br.frequently_bought_together(named, 10, 0.1)
+    truth = sample.truth_tables(spark, spec)["pairs"].toPandas()   # one row per planted pair
+    wanted = spark.createDataFrame(truth).select(F.col("antecedent").alias("a"), F.col("consequent").alias("b"))
+    found = (wanted.join(rules, ["a", "b"], "left").toPandas()
+             .merge(truth, left_on=["a", "b"], right_on=["antecedent", "consequent"]))
+    assert len(found) == len(truth) == 4 and found["confidence_x"].notna().all(), found
+    se = np.sqrt(found["confidence_y"] * (1 - found["confidence_y"]) / found["antecedent_orders"])
+    deviation = (found["confidence_x"] - found["confidence_y"]).abs()
+    assert (deviation <= 4 * se).all(), found.assign(se=se)
+    # A companion is only ever sold with its pair: companion -> antecedent has confidence 1,
+    # and the antecedent is the companion's first frequently-bought-together entry.
+    back = rules.join(wanted.select(F.col("b").alias("a"), F.col("a").alias("b")), ["a", "b"])
+    assert sorted(r["confidence"] for r in back.collect()) == [1.0] * 4
+    firsts = fbt.filter("rank = 1").select(F.col("sku").alias("b"), F.col("companion_sku").alias("a"))
+    assert firsts.join(wanted, ["a", "b"]).count() == 4
+    print(found.assign(se=se)[["a", "b", "confidence_y", "confidence_x", "antecedent_orders", "se"]])
+    mined.unpersist()
+    basket_df.unpersist()
+    lines.unpersist()
