@@ -8,6 +8,8 @@ code, so the comparison covers the baskets as well as the mining.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -50,7 +52,9 @@ def mlxtend_rules(lines: pd.DataFrame) -> tuple[pd.DataFrame, int, int]:
 
     matrix = sparse.csr_matrix((np.ones(len(pairs), dtype=bool), (orders.codes, skus.codes)),
                                shape=(len(orders.categories), len(skus.categories)))
-    onehot = pd.DataFrame.sparse.from_spmatrix(matrix, columns=list(skus.categories))
+    with warnings.catch_warnings():  # pandas: bool SparseDtype fill value (harmless)
+        warnings.simplefilter("ignore", FutureWarning)
+        onehot = pd.DataFrame.sparse.from_spmatrix(matrix, columns=list(skus.categories))
     itemsets = frequent_patterns.fpgrowth(onehot, min_support=MIN_SUPPORT, use_colnames=True,
                                           max_len=MAX_LEN)
     rules = frequent_patterns.association_rules(itemsets, num_itemsets=len(onehot),
