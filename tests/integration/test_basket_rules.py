@@ -73,6 +73,21 @@ def test_category_baskets_leave_out_lines_without_category(spark):
     assertDataFrameEqual(got, expected)
 
 
+def test_item_names_keep_the_order_of_the_items(spark, conf):
+    lines = spark.createDataFrame(pd.DataFrame(EDGE_LINES), schema=tables.ORDER_LINES)
+    rules = spark.createDataFrame([(["A", "D"], ["B"]), (["ZZ"], ["A"])],
+                                  "antecedent array<string>, consequent array<string>")
+    names = br.item_names(spark, conf, None, lines, "sku")
+    got = rules.transform(br.with_item_names, names, "antecedent", "antecedent_names")
+    expected = spark.createDataFrame(
+        [(["A", "D"], ["B"], ["name A", "name D"]), (["ZZ"], ["A"], [None])],
+        "antecedent array<string>, consequent array<string>, antecedent_names array<string>")
+    assertDataFrameEqual(got, expected)
+    categories = br.item_names(spark, conf, None, lines, "category")
+    assertDataFrameEqual(categories, spark.createDataFrame([("cat", "cat"), ("toys", "toys")],
+                                                           "item string, name string"))
+
+
 def test_min_count_matches_the_fraction_comparison():
     assert br.min_count(7, 3 / 7) == 3                # 3/7*7 may round above 3
     assert br.min_count(1000, 0.01) == 10
