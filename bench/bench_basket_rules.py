@@ -96,6 +96,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--work", default="/tmp/shopsense-bench-basket", help="folder for the baskets")
     ap.add_argument("--driver-memory", default="6g")
+    ap.add_argument("--num-partitions", type=int, default=None,
+                    help="basket_rules.num_partitions (FPGrowth's numPartitions)")
     ap.add_argument("--skip-mlxtend", action="store_true")
     args = ap.parse_args()
 
@@ -118,10 +120,12 @@ def main() -> None:
         print(f"generated baskets in {time.perf_counter() - t:.1f}s -> {path}")
 
     params = br.RuleParams(min_support=args.min_support, min_confidence=args.min_confidence,
-                           max_itemset_length=args.max_len, max_basket_size=args.max_basket_size)
+                           max_itemset_length=args.max_len, max_basket_size=args.max_basket_size,
+                           num_partitions=args.num_partitions)
     stored = spark.read.parquet(str(path))
     n_all = stored.count()
-    print(f"{n_all:,} baskets (sample generator), cap {args.max_basket_size} items, "
+    print(f"{n_all:,} baskets (sample generator, {stored.rdd.getNumPartitions()} input partitions), "
+          f"FPGrowth numPartitions {args.num_partitions or 'default'}, cap {args.max_basket_size} items, "
           f"min_support {args.min_support}, min_confidence {args.min_confidence}, max_len {args.max_len}")
 
     # --- shopsense -------------------------------------------------------------------------------
