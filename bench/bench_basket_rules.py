@@ -50,7 +50,7 @@ class PeakRSS:
             self.jvm_peak = max(self.jvm_peak, self._jvm_rss())
             time.sleep(self.interval)
 
-    def __enter__(self) -> "PeakRSS":
+    def __enter__(self) -> PeakRSS:
         self._thread.start()
         return self
 
@@ -103,7 +103,6 @@ def main() -> None:
 
     import pandas as pd
     from pyspark.sql import functions as F
-
     from shopsense import basket_rules as br
     from shopsense.config import conf_dir, load_conf
     from shopsense.session import build_session

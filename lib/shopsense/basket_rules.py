@@ -120,7 +120,7 @@ class RuleParams:
     fbt_min_lift: float = 1.0
 
     @classmethod
-    def from_conf(cls, conf: Conf) -> "RuleParams":
+    def from_conf(cls, conf: Conf) -> RuleParams:
         section = conf[JOB]
         fbt = section["frequently_bought_together"]
         params = cls(level=section["level"],
@@ -385,7 +385,7 @@ def run(spark: SparkSession, conf: Conf) -> dict:
             mined = mine(basket_df, params)
         finally:
             basket_df.unpersist()
-        stamp = lambda df: (df.withColumn(LEVEL, F.lit(params.level))  # noqa: E731
+        stamp = lambda df: (df.withColumn(LEVEL, F.lit(params.level))
                             .withColumn(C.RUN_ID, F.lit(run.run_id))
                             .withColumn(C.COMPUTED_AT, F.lit(run.computed_at)))
         try:

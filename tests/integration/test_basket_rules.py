@@ -12,7 +12,6 @@ import pandas as pd
 import pytest
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
-
 from shopsense import basket_rules as br
 from shopsense import columns as C
 from shopsense import tables
