@@ -385,7 +385,7 @@ def run(spark: SparkSession, conf: Conf) -> dict:
             mined = mine(basket_df, params)
         finally:
             basket_df.unpersist()
-        stamp = lambda df: (df.withColumn(LEVEL, F.lit(params.level))
+        stamp = lambda df: (df.withColumn(LEVEL, F.lit(params.level))  # noqa: E731
                             .withColumn(C.RUN_ID, F.lit(run.run_id))
                             .withColumn(C.COMPUTED_AT, F.lit(run.computed_at)))
         try:

@@ -72,7 +72,7 @@ def test_rules_equal_mlxtend(spark, retail):
     assert (m["baskets_mined"], m["baskets_oversized"]) == (n_baskets, n_oversized)
 
     got = tables.read_table(spark, conf, "gold.association_rules").toPandas()
-    key = lambda a, c: (tuple(sorted(a)), tuple(c))
+    key = lambda a, c: (tuple(sorted(a)), tuple(c))  # noqa: E731
     got.index = [key(a, c) for a, c in zip(got["antecedent"], got["consequent"])]
     expected.index = [key(a, c) for a, c in zip(expected["antecedents"], expected["consequents"])]
     assert len(got) > 100, f"too few rules to compare ({len(got)})"
