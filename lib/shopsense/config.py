@@ -29,11 +29,14 @@ NULLABLE_TYPES: dict[str, type] = {
     "features.window_days": int,
     "segment.k": int,
     "segment.model_path": str,
+    "basket_rules.min_support_count": int,
+    "basket_rules.num_partitions": int,
 }
 # Keys whose value is restricted to a fixed set.
 CHOICES: dict[str, tuple[str, ...]] = {
     "log_level": ("ALL", "DEBUG", "INFO", "WARN", "ERROR", "FATAL", "OFF"),
     "spark.python": ("driver", "inherit"),
+    "basket_rules.level": ("sku", "category"),
 }
 # Maps whose keys the user names (each value is a scalar).
 OPEN_MAPS = ("spark.conf",)

@@ -27,6 +27,7 @@ JOBS: dict[str, Job] = {job.name: job for job in (
     Job("ingest", "shopsense.ingest", (), "raw files -> bronze.order_lines_raw, silver.order_lines, silver.quarantine, silver.products"),
     Job("features", "shopsense.features", ("ingest",), "silver.order_lines -> gold.customer_features (recency, frequency, monetary, ...)"),
     Job("segment", "shopsense.segment", ("features",), "gold.customer_features -> KMeans segments: gold.customer_segments, gold.segment_profiles, models/segment"),
+    Job("basket_rules", "shopsense.basket_rules", ("ingest",), "silver.order_lines -> gold.association_rules, gold.frequently_bought_together (FP-growth)"),
 )}
 PIPELINE = [name for name in JOBS if name != "sample"]
 
