@@ -104,9 +104,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "policy from order history (Spark + Delta Lake).")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    job_list = "\n".join(f"  {n:<10} {j.help}" for n, j in JOBS.items())
+    width = max(len(n) for n in JOBS)
+    job_list = "\n".join(f"  {n:<{width}} {j.help}" for n, j in JOBS.items())
     p_run = sub.add_parser("run", help="run one job, or all of them in dependency order",
-                           description=f"Run a job.\n\njobs:\n  {'all':<10} {' -> '.join(PIPELINE)}\n{job_list}",
+                           description=f"Run a job.\n\njobs:\n  {'all':<{width}} {' -> '.join(PIPELINE)}\n{job_list}",
                            formatter_class=argparse.RawDescriptionHelpFormatter)
     p_run.add_argument("job", choices=["all", *JOBS], metavar="JOB", help="all, or one of: " + ", ".join(JOBS))
     add_conf_arguments(p_run)
