@@ -25,6 +25,8 @@ class Job:
 JOBS: dict[str, Job] = {job.name: job for job in (
     Job("sample", "shopsense.sample", (), "generate sample raw files (orders, catalogue, inventory, planted truth)"),
     Job("ingest", "shopsense.ingest", (), "raw files -> bronze.order_lines_raw, silver.order_lines, silver.quarantine, silver.products"),
+    Job("demand", "shopsense.demand", ("ingest",), "silver.order_lines -> gold.sku_daily_demand (net units per SKU per day, zero-filled, price and promo flag)"),
+    Job("forecast", "shopsense.forecast", ("demand",), "gold.sku_daily_demand -> gold.demand_forecast, gold.forecast_accuracy, gold.forecast_accuracy_summary (per-SKU ARIMA/TSB, backtests)"),
 )}
 PIPELINE = [name for name in JOBS if name != "sample"]
 
