@@ -198,3 +198,35 @@ def test_chosen_models_beat_seasonal_naive_on_sample_data(spark, conf_factory):
     share = float((smooth_rows["mase"] < smooth_rows["baseline_mase"]).mean())
     assert share >= 0.8, acc[["sku", "model", "mase", "baseline_mase"]]
     assert summary["metrics"]["mase"] < summary["metrics"]["baseline_mase"]
+
+
+@pytest.mark.real_data
+@pytest.mark.slow
+def test_online_retail_every_recently_sold_sku_is_forecast(spark, conf_factory):
+    """Ingest + demand + forecast on the Online Retail export, with a short horizon and one
+    backtest window to keep it to minutes (the full-setting figures are in docs/forecast.md)."""
+    from shopsense import ingest
+    from conftest import ONLINE_RETAIL
+
+    if not ONLINE_RETAIL.exists():
+        pytest.skip(f"{ONLINE_RETAIL} not present")
+    conf = conf_factory("ingest.source=online_retail",
+                        f"sources.online_retail.orders.path={ONLINE_RETAIL}",
+                        "forecast.horizon=7", "forecast.backtest_windows=1",
+                        "forecast.arima_max_models=4", "forecast.time_budget_seconds=5.0")
+    ingest.run(spark, conf)
+    demand.run(spark, conf)
+    summary = forecast.run(spark, conf)
+
+    daily = tables.read_table(spark, conf, "gold.sku_daily_demand")
+    as_of = daily.agg(F.max(C.DATE)).first()[0]
+    sold = (daily.filter((F.col(C.DATE) > F.lit(as_of - dt.timedelta(days=90))) & (F.col("units") > 0))
+            .select(C.SKU).distinct())
+    fc = tables.read_table(spark, conf, "gold.demand_forecast")
+    per_sku = fc.groupBy(C.SKU).agg(F.count("*").alias("rows"),
+                                    F.count_if(F.col("status").isNull()).alias("no_status"))
+    assert per_sku.filter("rows != 7 or no_status > 0").count() == 0
+    assert sold.join(per_sku, C.SKU, "left_anti").count() == 0
+    assert per_sku.count() == sold.count() == summary["metrics"]["skus_forecast"]
+    print({k: summary["metrics"].get(k) for k in ("skus_forecast", "skus_fallback", "mase",
+                                                   "baseline_mase", "wape", "baseline_wape")})
