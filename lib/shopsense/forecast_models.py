@@ -21,6 +21,10 @@ Data handling (applies to forecasting and backtesting alike):
 * Negative net units (returns exceeding sales on a day) are clipped to 0 (reason
   ``negative_values_clipped``): the models forecast demand, which is not negative.
 * Only the last ``max_history_days`` days are used for fitting, so very long series stay fast.
+* ARIMA is fitted on the last ``arima_fit_days`` (364) of those; candidates are fitted cheaply
+  (simple differencing, low memory, no Hessian) and the winner is filtered once on the
+  undifferenced series (see :func:`_fit_candidate`). Backtest windows after the first refit the
+  first window's order, warm-started, instead of searching again (``backtest_reuse_order``).
 
 Model selection (``forecast_one_sku``), in order:
 
