@@ -37,6 +37,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "log_level": ("ALL", "DEBUG", "INFO", "WARN", "ERROR", "FATAL", "OFF"),
     "spark.python": ("driver", "inherit"),
     "basket_rules.level": ("sku", "category"),
+    "forecast.information_criterion": ("aic", "bic"),
+    "forecast.intermittent_method": ("tsb", "croston"),
 }
 # Maps whose keys the user names (each value is a scalar).
 OPEN_MAPS = ("spark.conf",)
