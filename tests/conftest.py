@@ -46,3 +46,34 @@ def conf_factory(tmp_path):
 @pytest.fixture
 def conf(conf_factory):
     return conf_factory()
+
+
+@pytest.fixture(scope="session")
+def online_retail_ingested(spark, tmp_path_factory):
+    """The Online Retail export ingested once per test session: (conf, ingest summary)."""
+    from shopsense import ingest
+
+    if not ONLINE_RETAIL.exists():
+        pytest.skip(f"the Online Retail export is not at {ONLINE_RETAIL}")
+    conf = make_conf(tmp_path_factory.mktemp("online-retail-ingest") / "warehouse",
+                     "ingest.source=online_retail", f"sources.online_retail.orders.path={ONLINE_RETAIL}")
+    return conf, ingest.run(spark, conf)
+
+
+@pytest.fixture(scope="session")
+def retail_conf_factory(online_retail_ingested, tmp_path_factory):
+    """A conf whose own warehouse starts with a copy of the ingested Online Retail silver tables
+    (Delta tables are relocatable), so downstream jobs' tests skip a 1-2 minute ingest each."""
+    import shutil
+
+    from shopsense import tables
+
+    source_conf, _ = online_retail_ingested
+    silver = Path(tables.table_path(source_conf, "silver.order_lines")).parent
+
+    def factory(*overrides: str):
+        warehouse = tmp_path_factory.mktemp("online-retail") / "warehouse"
+        shutil.copytree(silver, warehouse / "silver")
+        return make_conf(warehouse, "ingest.source=online_retail",
+                         f"sources.online_retail.orders.path={ONLINE_RETAIL}", *overrides)
+    return factory

@@ -13,10 +13,9 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import ONLINE_RETAIL, make_conf
 from shopsense import basket_rules as br
 from shopsense import columns as C
-from shopsense import ingest, tables
+from shopsense import tables
 
 pytestmark = pytest.mark.real_data
 
@@ -24,14 +23,9 @@ MIN_SUPPORT, MIN_CONFIDENCE, MAX_LEN, MAX_BASKET = 0.01, 0.2, 3, 100
 
 
 @pytest.fixture(scope="module")
-def retail(spark, tmp_path_factory):
-    if not ONLINE_RETAIL.exists():
-        pytest.skip(f"the Online Retail export is not at {ONLINE_RETAIL}")
-    conf = make_conf(tmp_path_factory.mktemp("retail") / "warehouse",
-                     "ingest.source=online_retail", f"sources.online_retail.orders.path={ONLINE_RETAIL}",
-                     f"basket_rules.min_support={MIN_SUPPORT}", f"basket_rules.min_confidence={MIN_CONFIDENCE}",
+def retail(spark, retail_conf_factory):
+    conf = retail_conf_factory(f"basket_rules.min_support={MIN_SUPPORT}", f"basket_rules.min_confidence={MIN_CONFIDENCE}",
                      f"basket_rules.max_itemset_length={MAX_LEN}", f"basket_rules.max_basket_size={MAX_BASKET}")
-    ingest.run(spark, conf)
     summary = br.run(spark, conf)
     return conf, summary
 

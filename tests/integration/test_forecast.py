@@ -202,19 +202,11 @@ def test_chosen_models_beat_seasonal_naive_on_sample_data(spark, conf_factory):
 
 @pytest.mark.real_data
 @pytest.mark.slow
-def test_online_retail_every_recently_sold_sku_is_forecast(spark, conf_factory):
+def test_online_retail_every_recently_sold_sku_is_forecast(spark, retail_conf_factory):
     """Ingest + demand + forecast on the Online Retail export, with a short horizon and one
     backtest window to keep it to minutes (the full-setting figures are in docs/forecast.md)."""
-    from shopsense import ingest
-    from conftest import ONLINE_RETAIL
-
-    if not ONLINE_RETAIL.exists():
-        pytest.skip(f"{ONLINE_RETAIL} not present")
-    conf = conf_factory("ingest.source=online_retail",
-                        f"sources.online_retail.orders.path={ONLINE_RETAIL}",
-                        "forecast.horizon=7", "forecast.backtest_windows=1",
+    conf = retail_conf_factory("forecast.horizon=7", "forecast.backtest_windows=1",
                         "forecast.arima_max_models=4", "forecast.time_budget_seconds=5.0")
-    ingest.run(spark, conf)
     demand.run(spark, conf)
     summary = forecast.run(spark, conf)
 

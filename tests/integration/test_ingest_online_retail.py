@@ -5,19 +5,15 @@ from pyspark.sql import functions as F
 
 from shopsense import ingest, tables
 
-from ..conftest import ONLINE_RETAIL
+from conftest import ONLINE_RETAIL
 
 pytestmark = [pytest.mark.real_data, pytest.mark.skipif(not ONLINE_RETAIL.exists(),
                                                          reason=f"{ONLINE_RETAIL} not present")]
 
 
 @pytest.fixture(scope="module")
-def retail(spark, tmp_path_factory):
-    from ..conftest import make_conf
-
-    conf = make_conf(tmp_path_factory.mktemp("retail") / "warehouse", "ingest.source=online_retail",
-                     f"sources.online_retail.orders.path={ONLINE_RETAIL}")
-    return conf, ingest.run(spark, conf)
+def retail(online_retail_ingested):
+    return online_retail_ingested
 
 
 def test_online_retail_reconciles_exactly(spark, retail):

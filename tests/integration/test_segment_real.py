@@ -3,21 +3,14 @@
 import pytest
 from pyspark.sql import functions as F
 
-from conftest import ONLINE_RETAIL, make_conf
-from shopsense import features, ingest, segment, tables
+from shopsense import features, segment, tables
 
 pytestmark = pytest.mark.real_data
 
 
 @pytest.fixture(scope="module")
-def online_retail(spark, tmp_path_factory):
-    if not ONLINE_RETAIL.exists():
-        pytest.skip(f"Online Retail export not found at {ONLINE_RETAIL}")
-    conf = make_conf(tmp_path_factory.mktemp("online-retail") / "warehouse",
-                     "ingest.source=online_retail",
-                     f"sources.online_retail.orders.path={ONLINE_RETAIL}")
-    ingest.run(spark, conf)
-    return conf
+def online_retail(retail_conf_factory):
+    return retail_conf_factory()
 
 
 def test_segments_online_retail(spark, online_retail):
