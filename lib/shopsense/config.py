@@ -25,11 +25,19 @@ NULLABLE_TYPES: dict[str, type] = {
     "spark.master": str,
     "spark.jars": str,
     "spark.checkpoint_dir": str,
+    "recommend.recency_half_life_days": float,
+    "recommend.events.source": str,
 }
 # Keys whose value is restricted to a fixed set.
 CHOICES: dict[str, tuple[str, ...]] = {
     "log_level": ("ALL", "DEBUG", "INFO", "WARN", "ERROR", "FATAL", "OFF"),
     "spark.python": ("driver", "inherit"),
+    "recommend.strength": ("log1p", "quantity"),
+    "recommend.select_by": ("precision", "recall", "ndcg", "map", "hit_rate"),
+    "recommend.als.intermediate_storage": ("MEMORY_ONLY", "MEMORY_AND_DISK", "MEMORY_ONLY_SER",
+                                           "MEMORY_AND_DISK_SER", "DISK_ONLY"),
+    "recommend.als.final_storage": ("MEMORY_ONLY", "MEMORY_AND_DISK", "MEMORY_ONLY_SER",
+                                    "MEMORY_AND_DISK_SER", "DISK_ONLY"),
 }
 # Maps whose keys the user names (each value is a scalar).
 OPEN_MAPS = ("spark.conf",)

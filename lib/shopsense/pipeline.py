@@ -25,6 +25,7 @@ class Job:
 JOBS: dict[str, Job] = {job.name: job for job in (
     Job("sample", "shopsense.sample", (), "generate sample raw files (orders, catalogue, inventory, planted truth)"),
     Job("ingest", "shopsense.ingest", (), "raw files -> bronze.order_lines_raw, silver.order_lines, silver.quarantine, silver.products"),
+    Job("recommend", "shopsense.recommend", ("ingest",), "ALS top-N per customer, evaluated against best-sellers -> gold.recommendations, gold.recommendation_metrics"),
 )}
 PIPELINE = [name for name in JOBS if name != "sample"]
 
