@@ -48,7 +48,7 @@ def make_matrix(n_users: int, n_items: int, n_interactions: int, seed: int) -> p
 
 
 def bench_shopsense(spark, df: pd.DataFrame, rank: int, iters: int, reg: float, alpha: float,
-                    k: int, num_blocks: int) -> tuple[float, float]:
+                    k: int, num_blocks: int, spark_native: bool = False) -> tuple[float, float]:
     from pyspark.sql import functions as F
 
     from shopsense import recommend as R
@@ -66,6 +66,10 @@ def bench_shopsense(spark, df: pd.DataFrame, rank: int, iters: int, reg: float, 
     recs = R.top_k_blocks(model.userFactors, model.itemFactors, k, ratings.select("user", "item"))
     recs.write.format("noop").mode("overwrite").save()
     t_score = time.perf_counter() - t0
+    if spark_native:  # Spark's own scorer, for reference (it cannot exclude what was bought)
+        t0 = time.perf_counter()
+        model.recommendForAllUsers(k).write.format("noop").mode("overwrite").save()
+        print(f"spark recommendForAllUsers (no exclusion): {time.perf_counter() - t0:.1f}s", flush=True)
     ratings.unpersist()
     return t_train, t_score
 
@@ -101,6 +105,8 @@ def main() -> None:
     ap.add_argument("--k", type=int, default=10)
     ap.add_argument("--num-blocks", type=int, default=0, help="ALS blocks; 0: the cores")
     ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--spark-native", action="store_true",
+                    help="also time MLlib's recommendForAllUsers (not in the ratios)")
     args = ap.parse_args()
 
     from shopsense.config import conf_dir, load_conf
@@ -117,7 +123,8 @@ def main() -> None:
                                                    "spark.conf.spark.driver.memory=6g"])
     spark = build_session(conf)
     blocks = args.num_blocks or spark.sparkContext.defaultParallelism
-    s_train, s_score = bench_shopsense(spark, df, args.rank, args.iters, args.reg, args.alpha, args.k, blocks)
+    s_train, s_score = bench_shopsense(spark, df, args.rank, args.iters, args.reg, args.alpha, args.k, blocks,
+                                        args.spark_native)
     print(f"shopsense: train {s_train:.1f}s, score all {s_score:.1f}s", flush=True)
     spark.stop()
     i_train, i_score = bench_implicit(df, n_users, n_items, args.rank, args.iters, args.reg, args.alpha,
