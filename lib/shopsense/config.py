@@ -31,6 +31,8 @@ NULLABLE_TYPES: dict[str, type] = {
     "segment.model_path": str,
     "basket_rules.min_support_count": int,
     "basket_rules.num_partitions": int,
+    "recommend.recency_half_life_days": float,
+    "recommend.events.source": str,
 }
 # Keys whose value is restricted to a fixed set.
 CHOICES: dict[str, tuple[str, ...]] = {
@@ -39,6 +41,12 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "basket_rules.level": ("sku", "category"),
     "forecast.information_criterion": ("aic", "bic"),
     "forecast.intermittent_method": ("tsb", "croston"),
+    "recommend.strength": ("log1p", "quantity"),
+    "recommend.select_by": ("precision", "recall", "ndcg", "map", "hit_rate"),
+    "recommend.als.intermediate_storage": ("MEMORY_ONLY", "MEMORY_AND_DISK", "MEMORY_ONLY_SER",
+                                           "MEMORY_AND_DISK_SER", "DISK_ONLY"),
+    "recommend.als.final_storage": ("MEMORY_ONLY", "MEMORY_AND_DISK", "MEMORY_ONLY_SER",
+                                    "MEMORY_AND_DISK_SER", "DISK_ONLY"),
 }
 # Maps whose keys the user names (each value is a scalar).
 OPEN_MAPS = ("spark.conf",)

@@ -30,6 +30,7 @@ JOBS: dict[str, Job] = {job.name: job for job in (
     Job("basket_rules", "shopsense.basket_rules", ("ingest",), "silver.order_lines -> gold.association_rules, gold.frequently_bought_together (FP-growth)"),
     Job("demand", "shopsense.demand", ("ingest",), "silver.order_lines -> gold.sku_daily_demand (net units per SKU per day, zero-filled, price and promo flag)"),
     Job("forecast", "shopsense.forecast", ("demand",), "gold.sku_daily_demand -> gold.demand_forecast, gold.forecast_accuracy, gold.forecast_accuracy_summary (per-SKU ARIMA/TSB, backtests)"),
+    Job("recommend", "shopsense.recommend", ("ingest",), "ALS top-N per customer, evaluated against best-sellers -> gold.recommendations, gold.recommendation_metrics"),
 )}
 PIPELINE = [name for name in JOBS if name != "sample"]
 

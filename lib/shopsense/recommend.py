@@ -1,0 +1,527 @@
+"""Product recommendations: MLlib ALS on implicit feedback, evaluated on held-out time against a
+popularity baseline, scored for every customer in blocks.
+
+Flow of :func:`run`:
+
+1. :func:`interactions` — implicit strength per (customer, SKU) from silver.order_lines: net
+   quantity (returns and cancellations subtract), optionally decayed by the age of the last
+   purchase, plus optional weighted events (views, add-to-cart). Guests and non-products are
+   left out; pairs whose net quantity is not positive are dropped.
+2. :func:`index_column` — dense, alphabetical integer ids for customers and SKUs (ALS needs
+   ints), kept as DataFrames.
+3. Evaluation on held-out time — validation window for a small grid (rank, regParam, alpha),
+   then the chosen parameters trained before the test window and scored on it, with the
+   popularity baseline on the same users. Rows go to gold.recommendation_metrics.
+4. The final model on all interactions; :func:`top_k_blocks` scores every customer with matrix
+   products over blocks of customers (mapInPandas, item factors broadcast, numpy argpartition),
+   excluding what the customer bought and what is out of stock; customers with too little
+   history get best-sellers of their segment (gold.customer_segments) or overall.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import sys
+from functools import partial
+from typing import Iterator
+
+import numpy as np
+import pandas as pd
+from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from shopsense import columns as C
+from shopsense import tables
+from shopsense.config import Conf
+from shopsense.rec_metrics import METRICS, ranking_metrics
+from shopsense.runs import JobRun
+
+USER, ITEM, RANK, SCORE = "user", "item", "rank", "score"
+STRENGTH, NET_QUANTITY, LAST_BOUGHT = "strength", "net_quantity", "last_bought"
+SOURCE_ALS, SOURCE_SEGMENT, SOURCE_POPULAR = "als", "segment_popular", "popular"
+
+RECOMMENDATIONS = T.StructType([
+    T.StructField(C.CUSTOMER_ID, T.StringType(), False),
+    T.StructField(RANK, T.IntegerType(), False),
+    T.StructField(C.SKU, T.StringType(), False),
+    T.StructField(SCORE, T.DoubleType(), False),
+    # als | segment_popular | popular
+    T.StructField("source", T.StringType(), False),
+    *tables.RUN_COLUMNS,
+])
+
+RECOMMENDATION_METRICS = T.StructType([
+    T.StructField("split", T.StringType(), False),        # validation | test
+    T.StructField("model", T.StringType(), False),        # als | popularity
+    T.StructField("als_rank", T.IntegerType(), True),
+    T.StructField("reg_param", T.DoubleType(), True),
+    T.StructField("alpha", T.DoubleType(), True),
+    T.StructField("selected", T.BooleanType(), False),    # the grid point used for test/final
+    T.StructField("k", T.IntegerType(), False),
+    *[T.StructField(m, T.DoubleType(), False) for m in METRICS],
+    T.StructField("n_users", T.LongType(), False),
+    T.StructField("train_end", T.DateType(), False),      # training uses order dates < train_end
+    T.StructField("window_end", T.DateType(), False),     # evaluated window is [train_end, window_end)
+    *tables.RUN_COLUMNS,
+])
+
+tables.SCHEMAS.setdefault("gold.recommendations", RECOMMENDATIONS)
+tables.SCHEMAS.setdefault("gold.recommendation_metrics", RECOMMENDATION_METRICS)
+
+ORDER_LINE_COLUMNS = (C.CUSTOMER_ID, C.SKU, C.QUANTITY, C.ORDER_DATE, C.IS_GUEST, C.IS_PRODUCT)
+EVENT_COLUMNS = (C.CUSTOMER_ID, C.SKU, "event_type", "event_at")
+
+
+class RecommendError(ValueError):
+    """Invalid input or parameters for the recommend job."""
+
+
+def _require(df: DataFrame, needed, what: str) -> None:
+    missing = [c for c in needed if c not in df.columns]
+    if missing:
+        raise RecommendError(f"{what} lacks columns {missing}; it has {df.columns}")
+
+
+# --- interactions -------------------------------------------------------------------------------
+
+def filter_customer_products(lines: DataFrame) -> DataFrame:
+    """Lines of identified customers on real products (no guests, no postage or fees)."""
+    return lines.filter(~F.col(C.IS_GUEST) & F.col(C.IS_PRODUCT) & F.col(C.CUSTOMER_ID).isNotNull())
+
+
+def interactions(lines: DataFrame, as_of: dt.date | None = None, half_life_days: float | None = None,
+                 strength: str = "log1p", events: DataFrame | None = None,
+                 event_weights: dict[str, float] | None = None) -> DataFrame:
+    """Implicit feedback per (customer_id, sku): ``net_quantity`` (sales minus returns and
+    cancellations), ``last_bought`` (date of the last sale) and ``strength``.
+
+    ``strength`` is ``log1p`` (log(1 + net quantity): one wholesale order of 10,000 does not
+    drown a hundred retail ones) or ``quantity``; with ``half_life_days`` it is multiplied by
+    0.5 ** (days from last_bought to ``as_of`` / half life). Events (customer_id, sku, event_type,
+    event_at) add weight * count per type for the pairs also bought or only viewed; event types
+    without a weight are ignored. Pairs whose net quantity is not positive are dropped unless an
+    event keeps them (then net_quantity is 0). Raises RecommendError on missing columns or an
+    unknown ``strength``."""
+    _require(lines, ORDER_LINE_COLUMNS, "order lines")
+    if strength not in ("log1p", "quantity"):
+        raise RecommendError(f"recommend.strength must be log1p or quantity, got {strength!r}")
+    if half_life_days is not None and (half_life_days <= 0 or as_of is None):
+        raise RecommendError("recency decay needs half_life_days > 0 and an as_of date, "
+                             f"got half_life_days={half_life_days!r}, as_of={as_of!r}")
+    net = (lines.transform(filter_customer_products)
+           .groupBy(C.CUSTOMER_ID, C.SKU)
+           .agg(F.sum(C.QUANTITY).alias(NET_QUANTITY),
+                F.max(F.when(F.col(C.QUANTITY) > 0, F.col(C.ORDER_DATE))).alias(LAST_BOUGHT))
+           .filter(F.col(NET_QUANTITY) > 0))
+    base = F.log1p(F.col(NET_QUANTITY)) if strength == "log1p" else F.col(NET_QUANTITY)
+    if half_life_days is not None:
+        age = F.greatest(F.datediff(F.lit(as_of), F.col(LAST_BOUGHT)), F.lit(0))
+        base = base * F.pow(F.lit(0.5), age / F.lit(float(half_life_days)))
+    out = net.withColumn(STRENGTH, base.cast("double"))
+    if events is not None:
+        _require(events, EVENT_COLUMNS, "events")
+        weights = {k: float(v) for k, v in (event_weights or {}).items() if v}
+        if weights:
+            w = F.create_map(*itertools.chain.from_iterable((F.lit(k), F.lit(v)) for k, v in weights.items()))
+            ev = (events.filter(F.col(C.CUSTOMER_ID).isNotNull()
+                                & F.col("event_type").isin(list(weights)))
+                  .groupBy(C.CUSTOMER_ID, C.SKU)
+                  .agg(F.sum(w[F.col("event_type")]).alias("event_strength")))
+            out = (out.join(ev, [C.CUSTOMER_ID, C.SKU], "full")
+                   .select(C.CUSTOMER_ID, C.SKU,
+                           F.coalesce(NET_QUANTITY, F.lit(0.0)).alias(NET_QUANTITY), LAST_BOUGHT,
+                           (F.coalesce(STRENGTH, F.lit(0.0)) + F.coalesce("event_strength", F.lit(0.0)))
+                           .alias(STRENGTH)))
+    return out.select(C.CUSTOMER_ID, C.SKU, F.col(NET_QUANTITY).cast("double").alias(NET_QUANTITY),
+                      LAST_BOUGHT, STRENGTH)
+
+
+def index_column(df: DataFrame, column: str, index: str) -> DataFrame:
+    """Distinct values of ``column`` with a dense 0-based int ``index`` in alphabetical order:
+    deterministic, a DataFrame (never collected). The ranking sorts the distinct ids in one
+    partition: fine for millions of ids, the customers' and SKUs' order of magnitude."""
+    return (df.select(column).distinct()
+            .withColumn(index, (F.dense_rank().over(Window.orderBy(column)) - 1).cast("int")))
+
+
+# --- models ---------------------------------------------------------------------------------------
+
+def fit_als(ratings: DataFrame, rank: int, reg_param: float, alpha: float, params: dict,
+            num_blocks: int):
+    """ALS (implicit preferences) on (user, item, strength); seeded, checkpointing every
+    ``checkpoint_interval`` iterations so long runs do not overflow the lineage stack."""
+    from pyspark.ml.recommendation import ALS
+
+    als = ALS(rank=int(rank), regParam=float(reg_param), alpha=float(alpha),
+              maxIter=int(params["max_iter"]), implicitPrefs=True, seed=int(params["seed"]),
+              userCol=USER, itemCol=ITEM, ratingCol=STRENGTH, nonnegative=False,
+              checkpointInterval=int(params["checkpoint_interval"]),
+              numUserBlocks=num_blocks, numItemBlocks=num_blocks,
+              intermediateStorageLevel=params["intermediate_storage"],
+              finalStorageLevel=params["final_storage"], coldStartStrategy="drop")
+    return als.fit(ratings)
+
+
+def top_k_rows(scores: np.ndarray, k: int, sample_step: int = 10) -> tuple[np.ndarray, np.ndarray]:
+    """Column indices and values of the ``k`` largest entries of each row, best first.
+
+    A full ``argpartition`` costs a pass of selection over every score; instead the k-th largest
+    of every ``sample_step``-th column gives a threshold no higher than the row's true k-th
+    largest, only the entries at or above it (about k * sample_step per row) are kept, and those
+    few are sorted. Ties at equal scores go to the lower column index. Exact, ~3x faster on
+    wide rows."""
+    n, m = scores.shape
+    k = min(k, m)
+    if m < 8 * k * sample_step:
+        top = np.argpartition(scores, m - k, axis=1)[:, m - k:]
+        vals = np.take_along_axis(scores, top, axis=1)
+        order = np.lexsort((top, -vals), axis=1)
+        return np.take_along_axis(top, order, axis=1), np.take_along_axis(vals, order, axis=1)
+    sub = scores[:, ::sample_step]
+    threshold = np.partition(sub, sub.shape[1] - k, axis=1)[:, sub.shape[1] - k]
+    rows, cols = np.nonzero(scores >= threshold[:, None])
+    vals = scores[rows, cols]
+    order = np.lexsort((cols, -vals, rows))
+    rows, cols, vals = rows[order], cols[order], vals[order]
+    starts = np.searchsorted(rows, np.arange(n))
+    keep = (np.arange(len(rows)) - starts[rows]) < k
+    return cols[keep].reshape(n, k), vals[keep].reshape(n, k)
+
+
+def _score_block(batches: Iterator[pd.DataFrame], item_ids: np.ndarray, item_vecs: np.ndarray,
+                 k: int, block_rows: int) -> Iterator[pd.DataFrame]:
+    """mapInPandas body: top-k items per user by dot product, skipping each user's ``seen``."""
+    for pdf in batches:
+        for start in range(0, len(pdf), block_rows):
+            part = pdf.iloc[start:start + block_rows]
+            n = len(part)
+            users = np.asarray(np.stack(part["features"].to_numpy()), dtype=np.float32)
+            scores = users @ item_vecs.T
+            seen = part["seen"].to_numpy()
+            lens = np.fromiter((0 if s is None else len(s) for s in seen), dtype=np.int64, count=n)
+            if lens.sum():
+                flat = np.concatenate([np.asarray(s, dtype=np.int64) for s in seen if s is not None and len(s)])
+                rows = np.repeat(np.arange(n), lens)
+                pos = np.searchsorted(item_ids, flat)
+                pos_ok = pos < len(item_ids)
+                pos_ok[pos_ok] = item_ids[pos[pos_ok]] == flat[pos_ok]
+                scores[rows[pos_ok], pos[pos_ok]] = -np.inf
+            kk = min(k, scores.shape[1])
+            if kk == 0:
+                continue
+            top, top_scores = top_k_rows(scores, kk)
+            out = pd.DataFrame({
+                USER: np.repeat(part[USER].to_numpy(), kk),
+                ITEM: item_ids[top.ravel()].astype(np.int32),
+                SCORE: top_scores.ravel().astype(np.float64),
+                RANK: np.tile(np.arange(1, kk + 1, dtype=np.int32), n)})
+            yield out[np.isfinite(out[SCORE])]
+
+
+TOPK_SCHEMA = T.StructType([T.StructField(USER, T.IntegerType()), T.StructField(ITEM, T.IntegerType()),
+                            T.StructField(SCORE, T.DoubleType()), T.StructField(RANK, T.IntegerType())])
+
+
+def top_k_blocks(user_factors: DataFrame, item_factors: DataFrame, k: int,
+                 seen: DataFrame | None = None, block_mb: int = 64,
+                 num_partitions: int | None = None) -> DataFrame:
+    """Top ``k`` items per user by the dot product of factors, as (user, item, score, rank).
+
+    ``user_factors`` / ``item_factors``: (id, features array). The item factors — one row per
+    SKU, bounded by the catalogue, not by the customers — are collected once and shipped to the
+    tasks; customers stay distributed and are scored in blocks of about ``block_mb`` MB of scores
+    (a matrix product and a numpy argpartition per block). ``seen`` (user, item) pairs are never
+    returned. Ties in score keep the lower item index first only where argpartition does; give
+    distinct scores where order matters."""
+    _require(user_factors, ("id", "features"), "user factors")
+    _require(item_factors, ("id", "features"), "item factors")
+    if k < 1:
+        raise RecommendError(f"k must be >= 1, got {k}")
+    items = item_factors.select("id", "features").toPandas().sort_values("id")
+    item_ids = items["id"].to_numpy(dtype=np.int64)
+    dim = len(items["features"].iloc[0]) if len(items) else 1
+    item_vecs = (np.asarray(np.stack(items["features"].to_numpy()), dtype=np.float32)
+                 if len(items) else np.zeros((0, dim), dtype=np.float32))
+    block_rows = max(1, int(block_mb * 2**20 // (4 * max(1, len(item_ids)))))
+    users = user_factors.select(F.col("id").cast("int").alias(USER), "features")
+    if seen is not None:
+        lists = seen.groupBy(USER).agg(F.collect_list(F.col(ITEM).cast("long")).alias("seen"))
+        users = users.join(lists, USER, "left")
+    else:
+        users = users.withColumn("seen", F.lit(None).cast("array<long>"))
+    if num_partitions:
+        users = users.repartition(num_partitions, USER)
+    fn = partial(_score_block, item_ids=item_ids, item_vecs=item_vecs, k=int(k), block_rows=block_rows)
+    return users.select(USER, "features", "seen").mapInPandas(fn, TOPK_SCHEMA)
+
+
+def popularity(ratings: DataFrame) -> DataFrame:
+    """(item, buyers): distinct customers with a positive interaction per item."""
+    return ratings.groupBy(ITEM).agg(F.countDistinct(USER).alias("buyers"))
+
+
+def popularity_factors(ratings: DataFrame, n_items_hint: int) -> DataFrame:
+    """Rank-1 item factors whose dot product with user factor [1] is the item's buyer count,
+    ties broken by the lower item index (alphabetical SKU): the popularity baseline scored by
+    the same block scorer, so exclusions apply identically to both models."""
+    eps = 0.5 / max(1, n_items_hint)
+    return popularity(ratings).select(
+        F.col(ITEM).alias("id"),
+        F.array((F.col("buyers") + F.lit(0.5) - F.col(ITEM) * F.lit(eps)).cast("float")).alias("features"))
+
+
+def ones_factors(users: DataFrame) -> DataFrame:
+    return users.select(F.col(USER).alias("id"), F.array(F.lit(1.0).cast("float")).alias("features"))
+
+
+# --- evaluation -------------------------------------------------------------------------------------
+
+def _to_ratings(inter: DataFrame, users: DataFrame, items: DataFrame) -> DataFrame:
+    return (inter.join(users, C.CUSTOMER_ID).join(items, C.SKU)
+            .select(USER, ITEM, STRENGTH))
+
+
+def window_relevant(lines: DataFrame, start: dt.date, end: dt.date, users: DataFrame,
+                    items: DataFrame) -> DataFrame:
+    """(user, item) net-positive purchases in [start, end) by known users of known items."""
+    window = lines.filter((F.col(C.ORDER_DATE) >= F.lit(start)) & (F.col(C.ORDER_DATE) < F.lit(end)))
+    inter = interactions(window)
+    return inter.join(users, C.CUSTOMER_ID).join(items, C.SKU).select(USER, ITEM)
+
+
+def evaluate_split(lines: DataFrame, train_end: dt.date, window_end: dt.date, p: dict,
+                   grid: list[tuple[int, float, float]], num_blocks: int,
+                   block_mb: int, num_partitions: int | None) -> list[dict]:
+    """Train on order dates < train_end, evaluate on [train_end, window_end): one ALS result per
+    grid point and the popularity baseline, on the same users (those with at least
+    ``min_items`` training SKUs and a purchase in the window that counts as relevant). With
+    ``evaluation.exclude_purchased`` both models skip each user's training SKUs and only new
+    SKUs count as relevant; without it re-purchases count too."""
+    k = int(p["k"])
+    train_lines = lines.filter(F.col(C.ORDER_DATE) < F.lit(train_end))
+    inter = interactions(train_lines, train_end - dt.timedelta(days=1), p["recency_half_life_days"],
+                         p["strength"]).cache()
+    users = index_column(inter, C.CUSTOMER_ID, USER).cache()
+    items = index_column(inter, C.SKU, ITEM).cache()
+    ratings = _to_ratings(inter, users, items).cache()
+    n_items = items.count()
+    if ratings.limit(1).count() == 0:
+        raise RecommendError(f"no training interactions before {train_end}: move the evaluation "
+                             "windows (recommend.evaluation.*) or as_of")
+    seen = ratings.select(USER, ITEM) if p["evaluation"]["exclude_purchased"] else None
+    eligible = (ratings.groupBy(USER).agg(F.count(F.lit(1)).alias("n"))
+                .filter(F.col("n") >= int(p["min_items"])).select(USER))
+    relevant = window_relevant(lines, train_end, window_end, users, items).join(eligible, USER, "left_semi")
+    if seen is not None:
+        relevant = relevant.join(seen, [USER, ITEM], "left_anti")
+    relevant = relevant.cache()
+    eval_users = relevant.select(USER).distinct().cache()
+    results = []
+    pop = top_k_blocks(ones_factors(eval_users), popularity_factors(ratings, n_items), k,
+                       seen.join(eval_users, USER, "left_semi") if seen is not None else None,
+                       block_mb, num_partitions)
+    results.append({"model": "popularity", "als_rank": None, "reg_param": None, "alpha": None,
+                    **ranking_metrics(pop, relevant, k, n_items, USER, ITEM, RANK)})
+    for rank, reg, alpha in grid:
+        model = fit_als(ratings, rank, reg, alpha, p["als"], num_blocks)
+        recs = top_k_blocks(model.userFactors.join(eval_users.withColumnRenamed(USER, "id"), "id", "left_semi"),
+                            model.itemFactors, k,
+                            seen.join(eval_users, USER, "left_semi") if seen is not None else None,
+                            block_mb, num_partitions)
+        results.append({"model": "als", "als_rank": int(rank), "reg_param": float(reg),
+                        "alpha": float(alpha), **ranking_metrics(recs, relevant, k, n_items, USER, ITEM, RANK)})
+    for df in (inter, users, items, ratings, relevant, eval_users):
+        df.unpersist()
+    for r in results:
+        r.update({"k": k, "train_end": train_end, "window_end": window_end})
+    return results
+
+
+# --- recommendations ------------------------------------------------------------------------------
+
+def out_of_stock_skus(spark: SparkSession, conf: Conf) -> DataFrame | None:
+    """SKUs with nothing on hand in the latest silver.inventory snapshot, or None without one."""
+    if not tables.table_exists(spark, conf, "silver.inventory"):
+        return None
+    inv = tables.read_table(spark, conf, "silver.inventory")
+    latest = inv.agg(F.max(C.AS_OF)).first()[0]
+    return inv.filter((F.col(C.AS_OF) == F.lit(latest)) & (F.col(C.ON_HAND) <= 0)).select(C.SKU).distinct()
+
+
+def fallback_recommendations(customers: DataFrame, inter: DataFrame, top_n: int,
+                             segments: DataFrame | None = None,
+                             excluded_skus: DataFrame | None = None,
+                             exclude_purchased: bool = True) -> DataFrame:
+    """Best-sellers for customers the model does not score: (customer_id, rank, sku, score,
+    source). Best-sellers of the customer's segment first (``source`` segment_popular), then
+    overall ones (``popular``) to fill up to ``top_n``; score is the share of the segment's (or
+    all) customers who bought the SKU. ``customers`` need only customer_id; ``segments`` has
+    customer_id, segment_id. Already-bought (when ``exclude_purchased``) and excluded SKUs are
+    left out. Only the top (top_n + the most SKUs one of these customers bought) per group are
+    candidates, so the cross join stays small."""
+    bought = inter.select(C.CUSTOMER_ID, C.SKU)
+    pool = inter if excluded_skus is None else inter.join(excluded_skus, C.SKU, "left_anti")
+    max_bought = (bought.join(customers.select(C.CUSTOMER_ID), C.CUSTOMER_ID, "left_semi")
+                  .groupBy(C.CUSTOMER_ID).count().agg(F.max("count")).first()[0] or 0)
+    depth = top_n + (int(max_bought) if exclude_purchased else 0)
+    n_all = inter.select(C.CUSTOMER_ID).distinct().count()
+    overall = (pool.groupBy(C.SKU).agg(F.countDistinct(C.CUSTOMER_ID).alias("buyers"))
+               .withColumn("pos", F.row_number().over(Window.orderBy(F.desc("buyers"), C.SKU)))
+               .filter(F.col("pos") <= depth)
+               .select(C.SKU, (F.col("buyers") / F.lit(max(1, n_all))).alias(SCORE),
+                       F.lit(1).alias("tier"), "pos", F.lit(SOURCE_POPULAR).alias("source")))
+    cands = customers.select(C.CUSTOMER_ID).crossJoin(F.broadcast(overall))
+    if segments is not None:
+        seg = segments.select(C.CUSTOMER_ID, "segment_id")
+        seg_size = seg.groupBy("segment_id").agg(F.count(F.lit(1)).alias("size"))
+        by_seg = (pool.join(seg, C.CUSTOMER_ID).groupBy("segment_id", C.SKU)
+                  .agg(F.countDistinct(C.CUSTOMER_ID).alias("buyers")).join(seg_size, "segment_id")
+                  .withColumn("pos", F.row_number().over(
+                      Window.partitionBy("segment_id").orderBy(F.desc("buyers"), C.SKU)))
+                  .filter(F.col("pos") <= depth)
+                  .select("segment_id", C.SKU, (F.col("buyers") / F.col("size")).alias(SCORE),
+                          F.lit(0).alias("tier"), "pos", F.lit(SOURCE_SEGMENT).alias("source")))
+        cands = cands.unionByName(customers.select(C.CUSTOMER_ID).join(seg, C.CUSTOMER_ID)
+                                  .join(by_seg, "segment_id").drop("segment_id"))
+    if exclude_purchased:
+        cands = cands.join(bought, [C.CUSTOMER_ID, C.SKU], "left_anti")
+    first = Window.partitionBy(C.CUSTOMER_ID, C.SKU).orderBy("tier", "pos")
+    ranked = Window.partitionBy(C.CUSTOMER_ID).orderBy("tier", "pos", C.SKU)
+    return (cands.withColumn("dup", F.row_number().over(first)).filter("dup = 1")
+            .withColumn(RANK, F.row_number().over(ranked)).filter(F.col(RANK) <= top_n)
+            .select(C.CUSTOMER_ID, RANK, C.SKU, F.col(SCORE).cast("double").alias(SCORE), "source"))
+
+
+def _grid(p: dict) -> list[tuple[int, float, float]]:
+    g = p["grid"]
+    points = list(itertools.product(g["rank"], g["reg_param"], g["alpha"]))
+    if not points:
+        raise RecommendError("recommend.grid needs at least one value for each of rank, reg_param, alpha")
+    return [(int(r), float(l), float(a)) for r, l, a in points]
+
+
+def _num_blocks(spark: SparkSession, p: dict) -> int:
+    return int(p["als"]["num_blocks"]) or max(1, spark.sparkContext.defaultParallelism)
+
+
+def print_metrics(rows: list[dict], out=sys.stdout) -> None:
+    """The metrics rows as a fixed-width table."""
+    cols = ["split", "model", "als_rank", "reg_param", "alpha", "selected", "n_users", *METRICS]
+    frame = pd.DataFrame(rows)[cols]
+    with pd.option_context("display.width", 200, "display.max_columns", 20, "display.precision", 4):
+        print(frame.to_string(index=False), file=out, flush=True)
+
+
+def run(spark: SparkSession, conf: Conf) -> dict:
+    """The recommend job: gold.recommendation_metrics and gold.recommendations."""
+    p = conf["recommend"]
+    grid = _grid(p)
+    params = {k: v for k, v in p.items()}
+    with JobRun(spark, conf, "recommend", params) as run_:
+        lines = run_.read("silver.order_lines")
+        as_of = (dt.date.fromisoformat(str(conf["as_of"])) if conf.get("as_of")
+                 else lines.agg(F.max(C.ORDER_DATE)).first()[0])
+        if as_of is None:
+            raise RecommendError("silver.order_lines is empty: nothing to recommend from")
+        lines = lines.filter(F.col(C.ORDER_DATE) <= F.lit(as_of))
+        num_blocks = _num_blocks(spark, p)
+        parts = int(p["scoring"]["num_partitions"]) or None
+        block_mb = int(p["scoring"]["block_mb"])
+        ev = p["evaluation"]
+        test_start = as_of + dt.timedelta(days=1) - dt.timedelta(days=int(ev["test_days"]))
+        val_start = test_start - dt.timedelta(days=int(ev["validation_days"]))
+
+        # 1. grid on the validation window (skipped for a single point), 2. the chosen
+        # parameters on the test window
+        if len(grid) > 1:
+            val = evaluate_split(lines, val_start, test_start, p, grid, num_blocks, block_mb, parts)
+            als_val = [r for r in val if r["model"] == "als"]
+            best = max(als_val, key=lambda r: (r[p["select_by"]], -r["als_rank"], r["reg_param"], r["alpha"]))
+            chosen = (best["als_rank"], best["reg_param"], best["alpha"])
+            run_.note(f"grid on validation [{val_start}, {test_start}): chose rank={chosen[0]}, "
+                      f"reg_param={chosen[1]}, alpha={chosen[2]} by {p['select_by']}@{p['k']}")
+        else:
+            val, chosen = [], grid[0]
+            run_.note("grid has one point: validation window skipped")
+        test = evaluate_split(lines, test_start, as_of + dt.timedelta(days=1), p, [chosen],
+                              num_blocks, block_mb, parts)
+        rows = []
+        for split, results in (("validation", val), ("test", test)):
+            for r in results:
+                sel = r["model"] == "als" and (r["als_rank"], r["reg_param"], r["alpha"]) == chosen
+                rows.append({"split": split, "selected": bool(sel), **r})
+        print_metrics(rows)
+        metrics_df = spark.createDataFrame(
+            [{**{f.name: r.get(f.name) for f in RECOMMENDATION_METRICS.fields},
+              C.RUN_ID: run_.run_id, C.COMPUTED_AT: run_.computed_at} for r in rows],
+            schema=RECOMMENDATION_METRICS)
+        tables.overwrite(metrics_df, conf, "gold.recommendation_metrics", RECOMMENDATION_METRICS)
+        t_als = next(r for r in test if r["model"] == "als")
+        t_pop = next(r for r in test if r["model"] == "popularity")
+        k = int(p["k"])
+        run_.metric(f"test_precision_at_{k}_als", t_als["precision"], key=True)
+        run_.metric(f"test_precision_at_{k}_popularity", t_pop["precision"])
+        run_.metric(f"test_ndcg_at_{k}_als", t_als["ndcg"])
+        run_.metric(f"test_ndcg_at_{k}_popularity", t_pop["ndcg"])
+        run_.metric("test_users", t_als["n_users"])
+        if t_als["precision"] <= t_pop["precision"]:
+            run_.note(f"ALS does not beat the popularity baseline on the test window "
+                      f"(precision@{k} {t_als['precision']:.4f} vs {t_pop['precision']:.4f})")
+
+        # 3. final model on everything up to as_of
+        inter = interactions(lines, as_of, p["recency_half_life_days"], p["strength"],
+                             _events(spark, conf, run_, p, as_of), p["events"]["weights"]).cache()
+        run_.rows_in = inter.count()
+        users = index_column(inter, C.CUSTOMER_ID, USER).cache()
+        items = index_column(inter, C.SKU, ITEM).cache()
+        ratings = _to_ratings(inter, users, items).cache()
+        model = fit_als(ratings, *chosen, p["als"], num_blocks)
+        bought = (inter.filter(F.col(NET_QUANTITY) > 0).join(users, C.CUSTOMER_ID)
+                  .join(items, C.SKU).select(USER, ITEM))
+        scorable = (ratings.groupBy(USER).agg(F.count(F.lit(1)).alias("n"))
+                    .filter(F.col("n") >= int(p["min_items"])).select(F.col(USER).alias("id")))
+        oos = out_of_stock_skus(spark, conf) if p["exclude_out_of_stock"] else None
+        item_factors = model.itemFactors
+        if oos is not None:
+            oos_ids = items.join(oos, C.SKU).select(F.col(ITEM).alias("id"))
+            item_factors = item_factors.join(oos_ids, "id", "left_anti")
+            run_.metric("out_of_stock_skus", oos.count())
+        elif p["exclude_out_of_stock"]:
+            run_.note("no silver.inventory: out-of-stock SKUs are not filtered")
+        recs = top_k_blocks(model.userFactors.join(scorable, "id", "left_semi"), item_factors,
+                            int(p["top_n"]), bought if p["exclude_purchased"] else None, block_mb, parts)
+        als_recs = (recs.join(users, USER).join(items, ITEM)
+                    .select(C.CUSTOMER_ID, RANK, C.SKU, SCORE, F.lit(SOURCE_ALS).alias("source")))
+        customers = lines.transform(filter_customer_products).select(C.CUSTOMER_ID).distinct()
+        rest = customers.join(scorable.join(users.withColumnRenamed(USER, "id"), "id")
+                              .select(C.CUSTOMER_ID), C.CUSTOMER_ID, "left_anti")
+        segments = None
+        if tables.table_exists(spark, conf, "gold.customer_segments"):
+            segments = run_.read("gold.customer_segments")
+        else:
+            run_.note("no gold.customer_segments: fallback uses overall best-sellers")
+        fb = fallback_recommendations(rest, inter.filter(F.col(NET_QUANTITY) > 0), int(p["top_n"]),
+                                      segments, oos, p["exclude_purchased"])
+        out = (als_recs.unionByName(fb)
+               .withColumn(C.RUN_ID, F.lit(run_.run_id))
+               .withColumn(C.COMPUTED_AT, F.lit(run_.computed_at).cast("timestamp")))
+        tables.overwrite(out, conf, "gold.recommendations", RECOMMENDATIONS)
+        written = tables.read_table(spark, conf, "gold.recommendations")
+        by_source = dict(written.groupBy("source").agg(F.countDistinct(C.CUSTOMER_ID)).collect())
+        run_.rows_out = written.count()
+        for src, n in sorted(by_source.items()):
+            run_.metric(f"customers_{src}", n)
+        for df in (inter, users, items, ratings):
+            df.unpersist()
+    return run_.summary()
+
+
+def _events(spark: SparkSession, conf: Conf, run_: JobRun, p: dict, as_of: dt.date) -> DataFrame | None:
+    name = p["events"]["source"]
+    if not name:
+        return None
+    events = run_.read(name)
+    _require(events, EVENT_COLUMNS, name)
+    return events.filter(F.to_date("event_at") <= F.lit(as_of))
