@@ -34,6 +34,8 @@ NULLABLE_TYPES: dict[str, type] = {
 CHOICES: dict[str, tuple[str, ...]] = {
     "log_level": ("ALL", "DEBUG", "INFO", "WARN", "ERROR", "FATAL", "OFF"),
     "spark.python": ("driver", "inherit"),
+    "forecast.information_criterion": ("aic", "bic"),
+    "forecast.intermittent_method": ("tsb", "croston"),
 }
 # Maps whose keys the user names (each value is a scalar).
 OPEN_MAPS = ("spark.conf",)

@@ -21,6 +21,10 @@ Data handling (applies to forecasting and backtesting alike):
 * Negative net units (returns exceeding sales on a day) are clipped to 0 (reason
   ``negative_values_clipped``): the models forecast demand, which is not negative.
 * Only the last ``max_history_days`` days are used for fitting, so very long series stay fast.
+* ARIMA is fitted on the last ``arima_fit_days`` (364) of those; candidates are fitted cheaply
+  (simple differencing, low memory, no Hessian) and the winner is filtered once on the
+  undifferenced series (see :func:`_fit_candidate`). Backtest windows after the first refit the
+  first window's order, warm-started, instead of searching again (``backtest_reuse_order``).
 
 Model selection (``forecast_one_sku``), in order:
 
@@ -113,10 +117,12 @@ class ForecastParams:
     kpss_alpha: float = 0.05                # KPSS level-stationarity test level for choosing d
     arima_maxiter: int = 50                 # optimizer iterations per candidate
     arima_max_models: int = 6               # candidate fits per search (4 fixed + stepwise)
+    arima_fit_days: int = 364               # ARIMA is fitted on the last 52 weeks only
+    backtest_reuse_order: bool = True       # later backtest windows refit the first one's order
 
     def __post_init__(self) -> None:
         positive = ("horizon", "season_length", "min_history_for_arima", "max_history_days",
-                    "arima_maxiter", "arima_max_models")
+                    "arima_maxiter", "arima_max_models", "arima_fit_days")
         for name in positive:
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"ForecastParams.{name} must be >= 1, got {getattr(self, name)!r}")
@@ -436,25 +442,101 @@ def _arima_name(order, sorder, m: int, trend: str) -> str:
     return f"arima({p},{d},{q})({P},{D},{Q}){m}" + ("+c" if trend == "c" else "")
 
 
+@dataclass(frozen=True)
+class ArimaSpec:
+    """A selected SARIMA: orders, trend and the fitted parameters (start values for a refit)."""
+
+    order: tuple[int, int, int]
+    seasonal_order: tuple[int, int, int]
+    trend: str
+    params: tuple[float, ...]
+
+
+def _fit_candidate(y: np.ndarray, order, sorder, m: int, trend: str, params: ForecastParams,
+                   start_params=None):
+    """Fit one SARIMA candidate cheaply; returns (information criterion, parameters).
+
+    Speed (about 3x fewer seconds per candidate than a default ``SARIMAX.fit``):
+    ``simple_differencing=True`` fits the differenced series, so the state vector drops the
+    d + m*D diffuse states of the differencing (same parameterisation, same likelihood up to
+    the d + m*D first observations, which is the same for every candidate of a series);
+    ``low_memory=True`` and ``cov_type="none"`` skip the smoother and the numerical Hessian,
+    which model selection does not need. Raises ``_CannotFit`` when the fit warns
+    ``ConvergenceWarning``, reports no convergence or has a non-finite criterion.
+    """
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        res = SARIMAX(y, order=order, seasonal_order=sorder + (m,), trend=trend,
+                      concentrate_scale=True, simple_differencing=True).fit(
+            start_params=start_params, disp=False, maxiter=params.arima_maxiter,
+            low_memory=True, cov_type="none")
+    if any(issubclass(w.category, ConvergenceWarning) for w in caught) or \
+            not res.mle_retvals.get("converged", True):
+        raise _CannotFit("not_converged")
+    ic = float(getattr(res, params.information_criterion))
+    if not np.isfinite(ic):
+        raise _CannotFit("non_finite_ic")
+    return ic, np.asarray(res.params, dtype=float)
+
+
+def _arima_fc(y: np.ndarray, spec: ArimaSpec, h: int, m: int) -> _Fc:
+    """Forecast with a fitted spec: one Kalman filter pass over the undifferenced series (no
+    re-optimisation), so forecasts and intervals are on the original scale."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = SARIMAX(y, order=spec.order, seasonal_order=spec.seasonal_order + (m,),
+                      trend=spec.trend, concentrate_scale=True).filter(
+            np.asarray(spec.params), cov_type="none")
+        fc = res.get_forecast(h)
+        mean = np.asarray(fc.predicted_mean, dtype=float)
+        ci80 = np.asarray(fc.conf_int(alpha=0.20), dtype=float)
+        ci95 = np.asarray(fc.conf_int(alpha=0.05), dtype=float)
+    return _Fc(mean, ci80[:, 0], ci80[:, 1], ci95[:, 0], ci95[:, 1],
+               _arima_name(spec.order, spec.seasonal_order, m, spec.trend))
+
+
+def refit_arima_forecast(y: np.ndarray, h: int, params: ForecastParams, spec: ArimaSpec,
+                         deadline: float) -> tuple[_Fc, list[str], ArimaSpec]:
+    """Re-estimate the parameters of an already selected SARIMA on new data (no order search),
+    starting the optimiser from ``spec.params``; used by the backtest's later windows.
+    Raises ``_CannotFit`` like :func:`auto_arima_forecast`."""
+    y = y[-params.arima_fit_days:]
+    if time.perf_counter() > deadline:
+        raise _CannotFit("time_budget")
+    try:
+        _, fitted = _fit_candidate(y, spec.order, spec.seasonal_order, params.season_length,
+                                   spec.trend, params, start_params=np.asarray(spec.params))
+    except _CannotFit:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        raise _CannotFit(f"fit_failed: {type(exc).__name__}") from None
+    new = ArimaSpec(spec.order, spec.seasonal_order, spec.trend, tuple(float(v) for v in fitted))
+    return _arima_fc(y, new, h, params.season_length), [], new
+
+
 def auto_arima_forecast(y: np.ndarray, h: int, params: ForecastParams,
-                        deadline: float) -> tuple[_Fc, list[str]]:
+                        deadline: float) -> tuple[_Fc, list[str], ArimaSpec]:
     """Seasonal ARIMA with orders chosen by AIC/BIC over a bounded stepwise search.
 
-    Search: four fixed cheap candidates (including the no-ARMA-terms model), then, stepwise, the
-    one-step-larger neighbours (p+1, q+1, P+1, Q+1 within the max_* bounds) of the best model so
-    far, repeated while a neighbour improves, at most ``arima_max_models`` fits in all.
+    Only the last ``arima_fit_days`` days are used. Search: four fixed cheap candidates
+    (including the no-ARMA-terms model), then, stepwise, the one-step-larger neighbours (p+1,
+    q+1, P+1, Q+1 within the max_* bounds) of the best model so far, repeated while a
+    neighbour improves, at most ``arima_max_models`` fits in all.
 
     D = 1 when the STL seasonal strength is at least ``seasonal_strength_threshold``; d = 1 when
     a KPSS test on the (seasonally differenced) series rejects level stationarity. A constant is
-    included when d + D <= 1 (with one difference it acts as drift). Each candidate is a
-    ``SARIMAX`` fit; a candidate that raises, warns ``ConvergenceWarning`` or has a non-finite
-    criterion is skipped. Before each fit the elapsed time is compared with ``deadline``
-    (``time.perf_counter()`` value), and the search stops if the next fit would likely overrun.
-    Intervals come from ``get_forecast(h).conf_int(alpha)``.
+    included when d + D <= 1 (with one difference it acts as drift). Each candidate is a cheap
+    ``SARIMAX`` fit (see :func:`_fit_candidate`); a candidate that raises, warns
+    ``ConvergenceWarning`` or has a non-finite criterion is skipped. Before each fit the elapsed
+    time is compared with ``deadline`` (``time.perf_counter()`` value), and the search stops if
+    the next fit would likely overrun. The winner is filtered once on the undifferenced series
+    and intervals come from ``get_forecast(h).conf_int(alpha)``.
 
-    Returns the forecast and notes (e.g. ``time_budget`` when the search was cut short).
-    Raises ``_CannotFit`` with the reason when no candidate could be used.
+    Returns the forecast, notes (e.g. ``time_budget`` when the search was cut short) and the
+    selected :class:`ArimaSpec`. Raises ``_CannotFit`` with the reason when no candidate could
+    be used.
     """
+    y = y[-params.arima_fit_days:]
     m = params.season_length
     D = int(params.max_D >= 1 and y.size >= 3 * m
             and _seasonal_strength(y, m) >= params.seasonal_strength_threshold)
@@ -486,20 +568,11 @@ def auto_arima_forecast(y: np.ndarray, h: int, params: ForecastParams,
         tried_orders.append(cand)
         order, sorder = (p, d, q), (P, D, Q)
         try:
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
-                res = SARIMAX(y, order=order, seasonal_order=sorder + (m,), trend=trend,
-                              concentrate_scale=True).fit(disp=False, maxiter=params.arima_maxiter)
-            if any(issubclass(w.category, ConvergenceWarning) for w in caught) or \
-                    not res.mle_retvals.get("converged", True):
-                failures.append("not_converged")
-                continue
-            ic = float(getattr(res, params.information_criterion))
-            if not np.isfinite(ic):
-                failures.append("non_finite_ic")
-                continue
+            ic, fitted = _fit_candidate(y, order, sorder, m, trend, params)
             if best is None or ic < best[0]:
-                best = (ic, res, order, sorder, cand)
+                best = (ic, fitted, order, sorder, cand)
+        except _CannotFit as exc:
+            failures.append(str(exc))
         except Exception as exc:  # noqa: BLE001 - any fit failure skips the candidate
             failures.append(f"fit_failed: {type(exc).__name__}")
         finally:
@@ -508,16 +581,9 @@ def auto_arima_forecast(y: np.ndarray, h: int, params: ForecastParams,
         reasons = (["time_budget"] if notes else []) + list(dict.fromkeys(failures))
         reasons = reasons or ["no_candidates"]
         raise _CannotFit("; ".join(reasons))
-    _, res, order, sorder, _ = best
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        fc = res.get_forecast(h)
-        mean = np.asarray(fc.predicted_mean, dtype=float)
-        ci80 = np.asarray(fc.conf_int(alpha=0.20), dtype=float)
-        ci95 = np.asarray(fc.conf_int(alpha=0.05), dtype=float)
-    out = _Fc(mean, ci80[:, 0], ci80[:, 1], ci95[:, 0], ci95[:, 1],
-              _arima_name(order, sorder, m, trend))
-    return out, notes
+    _, fitted, order, sorder, _ = best
+    spec = ArimaSpec(order, sorder, trend, tuple(float(v) for v in fitted))
+    return _arima_fc(y, spec, h, m), notes, spec
 
 
 # --------------------------------------------------------------------------------------------
@@ -613,6 +679,7 @@ class _Result:
     status: str
     reasons: list[str]
     pattern: str
+    spec: "ArimaSpec | None" = None
 
 
 def _fallback(y: np.ndarray, h: int, m: int) -> _Fc:
@@ -622,8 +689,12 @@ def _fallback(y: np.ndarray, h: int, m: int) -> _Fc:
         return mean_forecast(y, h)
 
 
-def _select_and_fit(y: np.ndarray, params: ForecastParams, started: float) -> _Result:
-    """The selection rules of :func:`forecast_one_sku` on a cleaned, tail-truncated array."""
+def _select_and_fit(y: np.ndarray, params: ForecastParams, started: float,
+                    spec: "ArimaSpec | None" = None) -> _Result:
+    """The selection rules of :func:`forecast_one_sku` on a cleaned, tail-truncated array.
+
+    With ``spec`` (a backtest window after the first), an ARIMA-bound series refits that
+    spec's order instead of searching again."""
     h, m = params.horizon, params.season_length
     pattern, _, _ = classify_demand(y, params.adi_threshold, params.cv2_threshold)
     if pattern == "no_demand":
@@ -636,6 +707,7 @@ def _select_and_fit(y: np.ndarray, params: ForecastParams, started: float) -> _R
 
     deadline = started + params.time_budget_seconds
     notes: list[str] = []
+    chosen = None
     try:
         if time.perf_counter() > deadline:
             raise _CannotFit("time_budget")
@@ -644,11 +716,16 @@ def _select_and_fit(y: np.ndarray, params: ForecastParams, started: float) -> _R
         elif y.size < params.min_history_for_arima:
             raise _CannotFit("too_short")
         else:
-            fc, notes = auto_arima_forecast(y, h, params, deadline)
+            try:
+                if spec is None:
+                    raise _CannotFit("search")
+                fc, notes, chosen = refit_arima_forecast(y, h, params, spec, deadline)
+            except _CannotFit:
+                fc, notes, chosen = auto_arima_forecast(y, h, params, deadline)
         arrays = (fc.mean, fc.lo80, fc.hi80, fc.lo95, fc.hi95)
         if not all(a.shape == (h,) and np.isfinite(a).all() for a in arrays):
             raise _CannotFit("non_finite_output")
-        return _Result(fc, "ok", notes, pattern)
+        return _Result(fc, "ok", notes, pattern, chosen)
     except _CannotFit as exc:
         reason = str(exc)
     except Exception as exc:  # noqa: BLE001 - one SKU's failure must not kill the job
@@ -666,11 +743,12 @@ def _finish(fc: _Fc) -> _Fc:
     return _Fc(mean, lo80, hi80, lo95, hi95, fc.model)
 
 
-def _run(series: _Series, end: int, params: ForecastParams, started: float) -> _Result:
+def _run(series: _Series, end: int, params: ForecastParams, started: float,
+         spec: "ArimaSpec | None" = None) -> _Result:
     """Forecast ``params.horizon`` days after position ``end`` (exclusive) of the series."""
     y = series.y[max(0, end - params.max_history_days):end]
     try:
-        result = _select_and_fit(y, params, started)
+        result = _select_and_fit(y, params, started, spec)
     except Exception as exc:  # noqa: BLE001 - even the fallbacks must not raise
         h = params.horizon
         last = float(y[-1]) if y.size and np.isfinite(y[-1]) else 0.0
@@ -776,8 +854,11 @@ def backtest_one_sku(history: pd.DataFrame, params: ForecastParams | None = None
     reasons: list[str] = []
     actual, pred, base = [], [], []
     models, n_fallback = [], 0
+    spec = None
     for o in origins:
-        result = _run(series, o, params, time.perf_counter())
+        result = _run(series, o, params, time.perf_counter(), spec)
+        if params.backtest_reuse_order and spec is None:
+            spec = result.spec
         models.append(result.fc.model)
         n_fallback += result.status != "ok"
         reasons.extend(result.reasons)

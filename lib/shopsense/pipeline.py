@@ -27,6 +27,8 @@ JOBS: dict[str, Job] = {job.name: job for job in (
     Job("ingest", "shopsense.ingest", (), "raw files -> bronze.order_lines_raw, silver.order_lines, silver.quarantine, silver.products"),
     Job("features", "shopsense.features", ("ingest",), "silver.order_lines -> gold.customer_features (recency, frequency, monetary, ...)"),
     Job("segment", "shopsense.segment", ("features",), "gold.customer_features -> KMeans segments: gold.customer_segments, gold.segment_profiles, models/segment"),
+    Job("demand", "shopsense.demand", ("ingest",), "silver.order_lines -> gold.sku_daily_demand (net units per SKU per day, zero-filled, price and promo flag)"),
+    Job("forecast", "shopsense.forecast", ("demand",), "gold.sku_daily_demand -> gold.demand_forecast, gold.forecast_accuracy, gold.forecast_accuracy_summary (per-SKU ARIMA/TSB, backtests)"),
 )}
 PIPELINE = [name for name in JOBS if name != "sample"]
 
