@@ -36,6 +36,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "spark.python": ("driver", "inherit"),
     "forecast.information_criterion": ("aic", "bic"),
     "forecast.intermittent_method": ("tsb", "croston"),
+    "inventory.service_measure": ("fill_rate", "cycle"),
 }
 # Maps whose keys the user names (each value is a scalar).
 OPEN_MAPS = ("spark.conf",)
