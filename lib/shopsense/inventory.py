@@ -170,6 +170,9 @@ def check_params(section: dict) -> None:
     for key in ("class_window_days", "xyz_period_days"):
         if int(section[key]) < 1:
             raise InventoryError(f"inventory.{key} must be >= 1, got {section[key]!r}")
+    if float(section["max_order_cover_days"]) < 0:
+        raise InventoryError(f"inventory.max_order_cover_days must be >= 0, "
+                             f"got {section['max_order_cover_days']!r}")
     if float(section["review_period_days"]) < 0:
         raise InventoryError(f"inventory.review_period_days must be >= 0, "
                              f"got {section['review_period_days']!r}")
@@ -191,8 +194,9 @@ def safety_stock(z: Column, daily_demand: Column, demand_std: Column, lead_time:
 
 
 def reorder_point(daily_demand: Column, lead_time: Column, safety: Column) -> Column:
-    """s = d * L + SS, never below 0."""
-    return F.greatest(daily_demand * lead_time + safety, F.lit(0.0))
+    """s = d * L + SS, never below 0; null when an input is null."""
+    s = daily_demand * lead_time + safety
+    return F.when(s.isNotNull(), F.greatest(s, F.lit(0.0)))
 
 
 def economic_order_quantity(annual_demand: Column, ordering_cost: Column,
@@ -225,7 +229,7 @@ def _loss_table(points: int = 2001) -> tuple[float, float, tuple[float, ...]]:
 def fill_rate_safety_factor(target: Column, order_qty: Column, sigma: Column) -> Column:
     """The k with sigma * G(k) = (1 - target) * Q: the safety factor giving fill rate ``target``
     to a (s, Q) policy whose lead-time demand has deviation ``sigma``. Linear interpolation in
-    a driver-computed table of G^-1 over ln G (built-ins only); clamped to [-4, 8]; 0 where
+    a driver-computed table of G^-1 over ln G (built-ins only); clamped to [-4, 5]; 0 where
     sigma or Q is not positive (nothing to protect, or nothing ordered)."""
     u0, du, ks = _loss_table()
     table = F.array(*[F.lit(k) for k in ks])
@@ -281,8 +285,9 @@ def with_abc_class(df: DataFrame, a_share: float, b_share: float,
     zero or negative revenue is always C. The cumulative sum runs over one window partition:
     one row per SKU, small."""
     rev = F.greatest(F.coalesce(F.col(revenue_col), F.lit(0.0)), F.lit(0.0))
-    order = Window.orderBy(rev.desc(), F.col(C.SKU)).rowsBetween(Window.unboundedPreceding, -1)
-    total = F.sum(rev).over(Window.partitionBy())
+    one = Window.partitionBy(F.lit(0))     # explicit: one partition, one row per SKU
+    order = one.orderBy(rev.desc(), F.col(C.SKU)).rowsBetween(Window.unboundedPreceding, -1)
+    total = F.sum(rev).over(one)
     before = F.coalesce(F.sum(rev).over(order), F.lit(0.0)) / total
     cls = (F.when((rev <= 0) | total.isNull() | (total <= 0), F.lit("C"))
            .when(before < a_share, F.lit("A")).when(before < b_share, F.lit("B")).otherwise(F.lit("C")))
@@ -368,10 +373,19 @@ def service_targets(spark: SparkSession, levels: dict) -> DataFrame:
     return spark.createDataFrame(rows, f"{ABC} string, {TARGET} double, cycle_z double")
 
 
+def capped_order_qty(eoq: Column, daily_demand: Column, max_cover_days: float) -> Column:
+    """The EOQ, at most ``max_cover_days`` of average demand (0: no cap)."""
+    if max_cover_days <= 0:
+        return eoq
+    return F.least(eoq, daily_demand * F.lit(float(max_cover_days)))
+
+
 def with_policy(df: DataFrame, measure: str, ordering_cost: float, holding_rate: float,
-                review_period_days: float) -> DataFrame:
+                review_period_days: float, max_order_cover_days: float = 0.0) -> DataFrame:
     """Add the policy columns to rows holding avg_daily_demand, demand_std, lead_time_days,
-    lead_time_std_days, unit_cost, pack_size, min_order_qty, target_service_level, cycle_z."""
+    lead_time_std_days, unit_cost, pack_size, min_order_qty, target_service_level, cycle_z.
+    The order quantity is the EOQ capped at ``max_order_cover_days`` of demand, rounded up to
+    packs and the minimum order."""
     d, sd = F.col(AVG_DAILY_DEMAND), F.col(DEMAND_STD)
     p = F.col(C.LEAD_TIME_DAYS) + F.lit(float(review_period_days))
     sigma = lead_time_demand_std(d, F.coalesce(sd, F.lit(0.0)), p, F.col(C.LEAD_TIME_STD_DAYS))
@@ -389,7 +403,8 @@ def with_policy(df: DataFrame, measure: str, ordering_cost: float, holding_rate:
             .withColumn("economic_order_qty", economic_order_quantity(
                 F.col("annual_demand"), F.col("ordering_cost"), F.col("holding_cost_per_unit_year")))
             .withColumn("order_qty", F.when(d.isNotNull(), round_up_to_pack(
-                F.col("economic_order_qty"), F.col(C.PACK_SIZE), F.col(C.MIN_ORDER_QTY))))
+                capped_order_qty(F.col("economic_order_qty"), d, max_order_cover_days),
+                F.col(C.PACK_SIZE), F.col(C.MIN_ORDER_QTY))))
             .withColumn("safety_factor", F.when(d.isNotNull(), k))
             .withColumn("safety_stock", F.col("safety_factor") * F.col("lead_time_demand_std"))
             .withColumn("reorder_point", reorder_point(d, p, F.col("safety_stock"))))
@@ -452,7 +467,7 @@ def build_policy(spark: SparkSession, forecast_in: DataFrame, demand: DataFrame,
     targets = F.broadcast(service_targets(spark, section["service_levels"]))
     policy = with_policy(base.join(targets, ABC, "left"), section["service_measure"],
                          float(section["ordering_cost"]), float(section["holding_cost_rate"]),
-                         float(section["review_period_days"]))
+                         float(section["review_period_days"]), float(section["max_order_cover_days"]))
     return (with_position_and_status(policy, float(section["overstock_cover_days"]))
             .withColumn("service_measure", F.lit(section["service_measure"]))
             .withColumn("as_of", F.lit(as_of)))
@@ -467,7 +482,8 @@ def simulation_window(as_of: dt.date, days: int, fit_days: int) -> tuple[dt.date
     return sim_start - dt.timedelta(days=fit_days), sim_start, as_of
 
 
-def simulation_policy(policy: DataFrame, demand: DataFrame, as_of: dt.date, section: dict) -> DataFrame:
+def simulation_policy(spark: SparkSession, policy: DataFrame, demand: DataFrame, as_of: dt.date,
+                      section: dict) -> DataFrame:
     """The policy the simulation replays: every column of ``policy`` (classes, targets, lead
     times, costs, packs) except demand, which is re-estimated from the fit window only (mean
     and sample std of daily units, negative days as 0), so the replayed days are unseen; the
@@ -478,12 +494,14 @@ def simulation_policy(policy: DataFrame, demand: DataFrame, as_of: dt.date, sect
            .groupBy(C.SKU)
            .agg(F.avg(F.greatest(F.col(UNITS), F.lit(0.0))).alias(AVG_DAILY_DEMAND),
                 F.coalesce(F.stddev_samp(F.greatest(F.col(UNITS), F.lit(0.0))), F.lit(0.0)).alias(DEMAND_STD)))
-    keep = [C.SKU, ABC, XYZ, TARGET, "cycle_z", C.LEAD_TIME_DAYS, C.LEAD_TIME_STD_DAYS,
-            C.UNIT_COST, C.PACK_SIZE, C.MIN_ORDER_QTY]
+    keep = [C.SKU, ABC, XYZ, C.LEAD_TIME_DAYS, C.LEAD_TIME_STD_DAYS, C.UNIT_COST, C.PACK_SIZE,
+            C.MIN_ORDER_QTY]
+    targets = F.broadcast(service_targets(spark, section["service_levels"]))
     return with_policy(policy.filter(F.col(AVG_DAILY_DEMAND).isNotNull()).select(*keep)
-                       .join(fit, C.SKU, "inner"),
+                       .join(fit, C.SKU, "inner").join(targets, ABC, "left"),
                        section["service_measure"], float(section["ordering_cost"]),
-                       float(section["holding_cost_rate"]), float(section["review_period_days"]))
+                       float(section["holding_cost_rate"]), float(section["review_period_days"]),
+                       float(section["max_order_cover_days"]))
 
 
 def simulate_skus(sim_policy: DataFrame, days: DataFrame, seed: int, partitions: int) -> DataFrame:
@@ -559,7 +577,7 @@ def run(spark: SparkSession, conf: Conf) -> dict:
         sim = section["simulation"]
         if sim["enabled"]:
             fit_start, sim_start, _ = simulation_window(as_of, int(sim["days"]), int(sim["fit_days"]))
-            sim_policy = simulation_policy(written, demand, as_of, section).persist()
+            sim_policy = simulation_policy(spark, written, demand, as_of, section).persist()
             try:
                 window = demand.filter((F.col(C.DATE) >= F.lit(sim_start))
                                        & (F.col(C.DATE) <= F.lit(as_of)))

@@ -50,10 +50,10 @@ SIM_INPUT_COLUMNS = ("sku", "date", "units", "reorder_point", "order_qty", "lead
 
 def normal_loss(k: float) -> float:
     """Standard normal loss function G(k) = E[(Z - k)+] = phi(k) - k (1 - Phi(k))."""
-    return _N.pdf(k) - k * (1.0 - _N.cdf(k))
+    return _N.pdf(k) - k * 0.5 * math.erfc(k / math.sqrt(2.0))
 
 
-def inverse_normal_loss(x: float, lo: float = -8.0, hi: float = 8.0) -> float:
+def inverse_normal_loss(x: float, lo: float = -6.0, hi: float = 6.0) -> float:
     """The k with G(k) = x (x > 0), by bisection; clamped to [lo, hi]."""
     if not x > 0:
         raise ValueError(f"inverse_normal_loss needs x > 0, got {x!r}")
@@ -117,7 +117,7 @@ def safety_factor(measure: str, target: float, order_qty: float, sigma_lt: float
 
 #: Range of the fill-rate safety factor (the Spark lookup table covers the same range).
 LOSS_K_MIN = -4.0
-LOSS_K_MAX = 8.0
+LOSS_K_MAX = 5.0   # G(5) = 5.3e-8: beyond, the difference loses precision
 
 
 # --- simulation ---------------------------------------------------------------------------------
@@ -127,8 +127,10 @@ class SimParams:
     """Parameters of :func:`simulate_one_sku`; bind with ``functools.partial``."""
 
     seed: int = 42
-    # Starting stock as a multiple: on hand = reorder point + start_cycle_share * Q.
-    start_cycle_share: float = 1.0
+    # Starting stock: on hand = reorder point + start_cycle_share * Q, nothing on order. None
+    # draws the share uniformly from (0, 1] (seeded), the long-run distribution of the
+    # inventory position of an (s, Q) policy, so short windows do not all start on a full cycle.
+    start_cycle_share: float | None = None
 
 
 def _sku_seed(seed: int, sku: str) -> int:
@@ -195,10 +197,13 @@ def simulate_one_sku(days: pd.DataFrame, params: SimParams = SimParams()) -> pd.
         if q <= 0:
             return _empty_result(sku, "order quantity is 0")
         rng = np.random.default_rng(_sku_seed(params.seed, sku))
+        share = params.start_cycle_share
+        if share is None:
+            share = 1.0 - rng.uniform()
         # Enough draws for one order per day, drawn up front so results do not depend on timing.
         lead_times = draw_lead_times(rng, float(lt), lt_std, n + 1)
 
-        on_hand = float(rop) + params.start_cycle_share * float(q)   # net stock (neg = backorder)
+        on_hand = float(rop) + share * float(q)   # net stock (neg = backorder)
         arrivals = np.zeros(n + int(lead_times.max()) + 2)
         outstanding = 0.0
         filled = np.zeros(n)

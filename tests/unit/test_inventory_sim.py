@@ -78,7 +78,7 @@ def test_simulation_by_hand():
     # d3: 3 served, 1 short -> -1, pos 9   d4: 0 served, 4 short -> -5, pos 5 <= 5: order (usable d7)
     # d5: +10 -> 5, 4 served -> 1   d6: 1 served, 3 short -> -3   d7: +10 -> 7, 4 served -> 3,
     # pos 3: order (beyond the window)
-    out = simulate_one_sku(days([4.0] * 8, 5.0, 10.0, 2.0)).iloc[0]
+    out = simulate_one_sku(days([4.0] * 8, 5.0, 10.0, 2.0), SimParams(start_cycle_share=1.0)).iloc[0]
     assert out["demand_units"] == 32.0
     assert out["filled_units"] == 4 + 4 + 4 + 3 + 0 + 4 + 1 + 4
     assert out["fill_rate"] == pytest.approx(24 / 32)
