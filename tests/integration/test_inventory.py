@@ -263,6 +263,14 @@ def test_simulated_fill_rate_per_abc_class_is_within_3_points_of_target(spark, c
     report = {c: (r["skus"], round(r["fill_rate"], 4), r["target"]) for c, r in by_class.items()}
     print("simulated fill rate per class (skus, fill rate, target):", report)
     assert set(by_class) == {"A", "B", "C"}
+    # parity: the Spark rows are what the pandas function gives for the same SKU
+    pol = policy.select("sku", "reorder_point", "order_qty", "lead_time_days",
+                        "lead_time_std_days").toPandas().set_index("sku")
+    for sku in sorted(pol.index)[:3]:
+        one = units[units.sku == sku].assign(**pol.loc[sku].to_dict())
+        local = ref.simulate_one_sku(one, ref.SimParams(seed=42)).drop(columns=["status"])
+        remote = sim.filter(F.col("sku") == sku).select(*local.columns).toPandas()
+        pd.testing.assert_frame_equal(remote, local, check_dtype=False)
     for cls, r in by_class.items():
         assert r["skus"] >= 10, report
         assert abs(r["fill_rate"] - TARGETS[cls]) <= 0.03, report
