@@ -345,13 +345,15 @@ def forecast_inputs(forecast: DataFrame, accuracy: DataFrame) -> DataFrame:
 def with_defaults(df: DataFrame, defaults: dict) -> DataFrame:
     """Fill missing catalogue values and snapshot quantities from ``defaults`` and list the
     filled inputs in ``defaults_used``. ``unit_cost`` falls back to ``unit_cost_share`` times
-    the SKU's unit price, then to the flat default; non-positive costs and lead times count as
-    missing."""
+    the SKU's unit price, then to the flat default; non-positive costs, lead times and packs
+    and negative deviations and minimum orders count as missing."""
     def missing(col: str) -> Column:
         c = F.col(col)
-        if col in (C.UNIT_COST, C.LEAD_TIME_DAYS):
+        if col in (C.UNIT_COST, C.LEAD_TIME_DAYS, C.PACK_SIZE):
             return c.isNull() | (c <= 0)
-        return c.isNull() | (c < 0)
+        if col in (C.LEAD_TIME_STD_DAYS, C.MIN_ORDER_QTY):
+            return c.isNull() | (c < 0)
+        return c.isNull()          # on hand may be negative (backorders)
 
     filled = [C.LEAD_TIME_DAYS, C.LEAD_TIME_STD_DAYS, C.PACK_SIZE, C.MIN_ORDER_QTY,
               C.ON_HAND, C.ON_ORDER]
