@@ -47,6 +47,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
                                            "MEMORY_AND_DISK_SER", "DISK_ONLY"),
     "recommend.als.final_storage": ("MEMORY_ONLY", "MEMORY_AND_DISK", "MEMORY_ONLY_SER",
                                     "MEMORY_AND_DISK_SER", "DISK_ONLY"),
+    "inventory.service_measure": ("fill_rate", "cycle"),
 }
 # Maps whose keys the user names (each value is a scalar).
 OPEN_MAPS = ("spark.conf",)

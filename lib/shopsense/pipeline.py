@@ -31,6 +31,7 @@ JOBS: dict[str, Job] = {job.name: job for job in (
     Job("demand", "shopsense.demand", ("ingest",), "silver.order_lines -> gold.sku_daily_demand (net units per SKU per day, zero-filled, price and promo flag)"),
     Job("forecast", "shopsense.forecast", ("demand",), "gold.sku_daily_demand -> gold.demand_forecast, gold.forecast_accuracy, gold.forecast_accuracy_summary (per-SKU ARIMA/TSB, backtests)"),
     Job("recommend", "shopsense.recommend", ("ingest",), "ALS top-N per customer, evaluated against best-sellers -> gold.recommendations, gold.recommendation_metrics"),
+    Job("inventory", "shopsense.inventory", ("forecast",), "forecast + catalogue + snapshot -> gold.inventory_policy (ABC/XYZ, safety stock, reorder point, EOQ, order now), gold.inventory_simulation"),
 )}
 PIPELINE = [name for name in JOBS if name != "sample"]
 
