@@ -162,14 +162,7 @@ def run(spark: SparkSession, conf: Conf) -> dict:
     partitions = int(section["partitions"]) or 2 * spark.sparkContext.defaultParallelism
     with JobRun(spark, conf, "forecast", dict(section)) as run:
         demand = run.read("gold.sku_daily_demand")
-        if conf["as_of"]:
-            as_of = dt.date.fromisoformat(str(conf["as_of"]))
-        else:
-            as_of = demand.agg(F.max(C.DATE)).first()[0]
-            if as_of is None:
-                raise ValueError("gold.sku_daily_demand is empty: nothing to forecast")
-            run.note(f"as_of not set: using the last demand date {as_of}")
-        run.parameters["as_of"] = str(as_of)
+        as_of = run.resolve_as_of(demand, C.DATE, "gold.sku_daily_demand")
         history = filter_active_history(demand, as_of, active_days).persist()
         stamp = lambda df: (df.withColumn(AS_OF, F.lit(as_of))  # noqa: E731
                             .withColumn(C.RUN_ID, F.lit(run.run_id))

@@ -548,14 +548,7 @@ def run(spark: SparkSession, conf: Conf) -> dict:
     with JobRun(spark, conf, "inventory", section) as run:
         forecast, accuracy = read_forecast_tables(run)
         demand = run.read("gold.sku_daily_demand")
-        if conf["as_of"]:
-            as_of = dt.date.fromisoformat(str(conf["as_of"]))
-        else:
-            as_of = demand.agg(F.max(C.DATE)).first()[0]
-            if as_of is None:
-                raise InventoryError("gold.sku_daily_demand is empty: no demand to plan for")
-            run.note(f"as_of not set: using the last demand date {as_of}")
-        run.parameters["as_of"] = str(as_of)
+        as_of = run.resolve_as_of(demand, C.DATE, "gold.sku_daily_demand")
         products = _optional(run, spark, conf, "silver.products")
         snapshot = _optional(run, spark, conf, "silver.inventory")
         stamp = lambda df: (df.withColumn(C.RUN_ID, F.lit(run.run_id))  # noqa: E731

@@ -62,6 +62,23 @@ class JobRun:
             self.input_versions[name] = version
         return df
 
+    def resolve_as_of(self, df: DataFrame, date_col: str, table: str) -> dt.date:
+        """The date the job computes as of: conf ``as_of``, or else the latest ``date_col`` of
+        ``df`` (noted in the run record). Recorded in the run's parameters. Raises ValueError
+        when conf leaves it open and ``table`` is empty."""
+        from pyspark.sql import functions as F
+
+        if self.conf.get("as_of"):
+            as_of = dt.date.fromisoformat(str(self.conf["as_of"]))
+        else:
+            latest = df.agg(F.max(date_col)).first()[0]
+            if latest is None:
+                raise ValueError(f"{table} is empty: there is no date to compute as of")
+            as_of = latest.date() if isinstance(latest, dt.datetime) else latest
+            self.note(f"as_of not set: using the last date in {table}, {as_of}")
+        self.parameters["as_of"] = str(as_of)
+        return as_of
+
     def metric(self, name: str, value: float | int | None, key: bool = False) -> None:
         if value is None:
             return
