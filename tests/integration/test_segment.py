@@ -12,7 +12,7 @@ from shopsense import columns as C
 from shopsense import features, segment, tables
 from shopsense.sample import GROUPS, SampleSpec, order_lines, truth_tables
 
-SPEC = SampleSpec(n_customers=500, n_skus=60, n_days=365, seed=7)
+SPEC = SampleSpec(n_customers=500, n_skus=60, n_days=730, seed=7)
 # The search range includes k = 2, the usual silhouette trap; kept short for test time.
 OVERRIDES = ("segment.k_min=2", "segment.k_max=6")
 RETURNS_ONLY = "R-returns-only"
