@@ -82,6 +82,24 @@ def job_main(job: str, argv: Sequence[str] | None = None) -> int:
     return run_named_jobs([job], args)
 
 
+def pipeline_main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``jobs/pipeline.py``: run the named jobs (default: all) in dependency order."""
+    from shopsense.pipeline import JOBS, PIPELINE
+
+    parser = argparse.ArgumentParser(prog="jobs/pipeline.py",
+                                     description="shopsense pipeline: " + " -> ".join(PIPELINE))
+    parser.add_argument("--jobs", default=",".join(PIPELINE), metavar="JOB,JOB,...",
+                        help="comma-separated jobs to run, put in dependency order "
+                             f"(default: all; known: {', '.join(JOBS)})")
+    add_conf_arguments(parser)
+    args = parser.parse_args(argv)
+    names = [n.strip() for n in args.jobs.split(",") if n.strip()]
+    unknown = [n for n in names if n not in JOBS]
+    if unknown or not names:
+        parser.error(f"unknown job(s) {', '.join(unknown) or '(none given)'}; known: {', '.join(JOBS)}")
+    return run_named_jobs([n for n in JOBS if n in names], args)
+
+
 def _summary(args: argparse.Namespace) -> int:
     from shopsense.session import build_session
     from shopsense.summary import print_tables
