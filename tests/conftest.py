@@ -77,3 +77,36 @@ def retail_conf_factory(online_retail_ingested, tmp_path_factory):
         return make_conf(warehouse, "ingest.source=online_retail",
                          f"sources.online_retail.orders.path={ONLINE_RETAIL}", *overrides)
     return factory
+
+
+QUICK_OVERLAY = REPO / "conf" / "quick.yaml"
+
+
+def quick_conf(warehouse: Path | str, raw_dir: Path | str, *overrides: str):
+    """The test conf + conf/quick.yaml (a small sample, light model searches), with the sample
+    job and source pointed at ``raw_dir``."""
+    from shopsense.notebook import sample_overrides
+
+    return make_conf(warehouse, *sample_overrides(raw_dir), "ingest.source=sample", *overrides,
+                     files=(QUICK_OVERLAY,))
+
+
+@pytest.fixture(scope="session")
+def quick_pipeline(spark, tmp_path_factory):
+    """Quick sample raw files generated once and the whole pipeline run on them in this session:
+    (conf, {job: summary}). Tests read its tables; they must not write to its warehouse."""
+    from shopsense.notebook import run
+
+    root = tmp_path_factory.mktemp("quick-pipeline")
+    conf = quick_conf(root / "warehouse", root / "raw")
+    results = run(spark, conf, "sample", "all")
+    return conf, results
+
+
+def quick_cli_args(warehouse: Path | str, raw_dir: Path | str, *overrides: str) -> list[str]:
+    """The command-line arguments giving a job entry point the conf of :func:`quick_conf`."""
+    from shopsense.notebook import sample_overrides
+
+    sets = [f"warehouse={warehouse}", *sample_overrides(raw_dir), "ingest.source=sample", *overrides]
+    return ["--conf", str(conf_dir() / "local.yaml"), "--conf", str(TEST_OVERLAY),
+            "--conf", str(QUICK_OVERLAY), *[a for s in sets for a in ("--set", s)]]

@@ -113,6 +113,23 @@ def _summary(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _report(args: argparse.Namespace) -> int:
+    from shopsense.report import write_report
+    from shopsense.session import build_session
+
+    try:
+        conf = conf_from_args(args)
+        spark = build_session(conf)
+        path, state = write_report(spark, conf, getattr(args, "output", None), progress=_log)
+    except Exception as exc:
+        return _fail(exc, args.verbose)
+    missing = [k for k, v in state.items() if v != "ok"]
+    if missing:
+        _log(f"report: sections without data: {', '.join(f'{k} ({state[k]})' for k in missing)}")
+    print(f"Report: {path}")
+    return EXIT_OK
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from shopsense.pipeline import JOBS, PIPELINE
 
@@ -130,15 +147,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_run.add_argument("job", choices=["all", *JOBS], metavar="JOB", help="all, or one of: " + ", ".join(JOBS))
     add_conf_arguments(p_run)
 
-    p_demo = sub.add_parser("demo", help="generate sample data, run every job on it, print a summary",
+    p_demo = sub.add_parser("demo", help="generate sample data, run every job on it, write the report",
                             description="Generate sample data (conf sample.*), ingest it and run "
-                                        "every job in local mode, then print the tables written.")
+                                        "every job in local mode, then print the tables written and "
+                                        "write the HTML report.")
     add_conf_arguments(p_demo)
 
     p_tables = sub.add_parser("tables", help="list every table with its row count, version and last run")
     add_conf_arguments(p_tables)
 
+    p_report = sub.add_parser("report", help="write the HTML report of the gold tables",
+                              description="Write one self-contained HTML file with charts: segments, "
+                                          "association rules, recommendation metrics, forecasts against "
+                                          "actuals, forecast accuracy, the ABC/XYZ matrix and the reorder "
+                                          "list (default: shopsense_report.html beside the warehouse, "
+                                          "conf report.path).")
+    p_report.add_argument("--output", "-o", default=None, metavar="FILE",
+                          help="write the report here instead")
+    add_conf_arguments(p_report)
+
     args = parser.parse_args(argv)
+    if args.command == "report":
+        return _report(args)
     if args.command == "run":
         names = PIPELINE if args.job == "all" else [args.job]
         return run_named_jobs(names, args)
@@ -146,7 +176,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.overrides = ["ingest.source=sample", *args.overrides]
         code = run_named_jobs(["sample", *PIPELINE], args)
         summary_code = _summary(args)
-        return code or summary_code
+        report_code = _report(args)
+        return code or summary_code or report_code
     if args.command == "tables":
         return _summary(args)
     parser.error(f"unknown command {args.command}")

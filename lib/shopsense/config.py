@@ -22,6 +22,7 @@ SET_ORIGIN = "--set"
 
 # Keys whose base default is null, and the type a value must have when one is given.
 NULLABLE_TYPES: dict[str, type] = {
+    "report.path": str,
     "as_of": str,
     "spark.master": str,
     "spark.jars": str,

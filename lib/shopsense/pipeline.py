@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pyspark.sql import SparkSession
 
 from shopsense.config import Conf
+from shopsense.runs import record_skipped
 
 
 @dataclass(frozen=True)
@@ -37,8 +38,8 @@ PIPELINE = [name for name in JOBS if name != "sample"]
 
 
 def run_jobs(spark: SparkSession, conf: Conf, names: list[str]) -> dict[str, dict | Exception]:
-    """Run jobs in order. A failing job stops the jobs that need it (directly or not); the
-    others still run. Returns each job's summary, or the exception it failed with, or a
+    """Run jobs in order. A failing job stops the jobs that need it (directly or not; each is
+    recorded in gold.job_runs with status ``skipped``); the others still run. Returns each job's summary, or the exception it failed with, or a
     RuntimeError saying which upstream job it was skipped for."""
     results: dict[str, dict | Exception] = {}
     failed: set[str] = set()
@@ -46,8 +47,13 @@ def run_jobs(spark: SparkSession, conf: Conf, names: list[str]) -> dict[str, dic
         job = JOBS[name]
         blocked = [n for n in job.needs if n in failed]
         if blocked:
-            results[name] = RuntimeError(f"skipped: {', '.join(blocked)} failed")
+            reason = f"{', '.join(blocked)} failed"
+            results[name] = RuntimeError(f"skipped: {reason}")
             failed.add(name)
+            try:
+                record_skipped(spark, conf, name, reason)
+            except Exception:  # the failure itself is already recorded; do not mask it
+                pass
             continue
         try:
             results[name] = job.run(spark, conf)

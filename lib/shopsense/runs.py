@@ -140,3 +140,11 @@ class JobRun:
         return {"run_id": self.run_id, "job": self.job, "status": self.status,
                 "rows_in": self.rows_in, "rows_out": self.rows_out, "metrics": dict(self.metrics),
                 "notes": list(self.notes)}
+
+
+def record_skipped(spark: SparkSession, conf: Conf, job: str, reason: str) -> None:
+    """Record in gold.job_runs that ``job`` did not run (status ``skipped``) and why."""
+    run = JobRun(spark, conf, job)
+    run.status = "skipped"
+    run._write(0.0, reason)
+    _log(f"{job}: skipped ({reason})")
