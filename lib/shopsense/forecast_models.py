@@ -86,6 +86,16 @@ ACCURACY_SCHEMA = (
 
 PATTERNS = ("smooth", "erratic", "intermittent", "lumpy", "no_demand")
 
+#: Output of :func:`forecast_and_backtest_one_sku`: the forecast rows (``kind = "forecast"``)
+#: and the backtest row (``kind = "accuracy"``) of one SKU in one frame, so that the Spark job
+#: fits every SKU in a single ``applyInPandas`` pass. Columns of the other kind are null.
+KIND = "kind"
+_FORECAST_FIELDS = [part.strip() for part in FORECAST_SCHEMA.split(",")]
+COMBINED_SCHEMA = ", ".join(
+    [f"{KIND} string", *_FORECAST_FIELDS]
+    + [part.strip() for part in ACCURACY_SCHEMA.split(",")
+       if part.split()[0] not in {f.split()[0] for f in _FORECAST_FIELDS}])
+
 _Z80 = 1.2815515655446004   # standard normal quantile 0.90
 _Z95 = 1.959963984540054    # standard normal quantile 0.975
 
@@ -675,20 +685,30 @@ def schema_fields(ddl: str) -> list[tuple[str, str]]:
     return fields
 
 
-def _conform(df: pd.DataFrame, ddl: str) -> pd.DataFrame:
+_NULLABLE_DTYPES = {"int": "Int32", "bigint": "Int64", "boolean": "boolean"}
+
+
+def _conform(df: pd.DataFrame, ddl: str, nullable: bool = False) -> pd.DataFrame:
     """Select the schema's columns in order with the pandas dtypes Arrow maps to the DDL types.
 
-    Dates are ``datetime.date`` objects (what Spark itself hands to pandas for a date column)."""
+    Dates are ``datetime.date`` objects (what Spark itself hands to pandas for a date column).
+    With ``nullable``, missing values are allowed everywhere (int and boolean columns get
+    pandas' nullable dtypes, dates None)."""
     out = {}
     for name, typ in schema_fields(ddl):
         col = df[name] if name in df.columns else pd.Series([None] * len(df), index=df.index)
         if typ == "date":
+            missing = col.isna()
             col = pd.to_datetime(col).dt.date.astype(object)
+            if nullable:
+                col = col.where(~missing, None)
         elif typ == "string":
             col = col.astype(object).where(col.notna(), None)
+        elif nullable and typ in _NULLABLE_DTYPES:
+            col = col.astype(_NULLABLE_DTYPES[typ])
         else:
             col = col.astype(_DDL_DTYPES[typ])
-        out[name] = col.to_numpy()
+        out[name] = col.reset_index(drop=True) if nullable else col.to_numpy()
     return pd.DataFrame(out, columns=[n for n, _ in schema_fields(ddl)])
 
 
@@ -964,6 +984,20 @@ def backtest_one_sku(history: pd.DataFrame, params: ForecastParams | None = None
     reasons = list(dict.fromkeys(reasons + series.notes))
     row["reason"] = "; ".join(reasons) if reasons else None
     return _conform(pd.DataFrame([row]), ACCURACY_SCHEMA)
+
+
+def forecast_and_backtest_one_sku(history: pd.DataFrame,
+                                  params: ForecastParams | None = None) -> pd.DataFrame:
+    """:func:`forecast_one_sku` and :func:`backtest_one_sku` of one SKU as one frame matching
+    :data:`COMBINED_SCHEMA`: ``horizon`` rows of kind "forecast", then one row of kind
+    "accuracy" (none of either for an empty history). Never raises."""
+    params = params or ForecastParams()
+    parts = [forecast_one_sku(history, params).assign(**{KIND: "forecast"}),
+             backtest_one_sku(history, params).assign(**{KIND: "accuracy"})]
+    parts = [p for p in parts if len(p)]
+    if not parts:
+        return empty_frame(COMBINED_SCHEMA)
+    return _conform(pd.concat(parts, ignore_index=True), COMBINED_SCHEMA, nullable=True)
 
 
 def overall_accuracy(per_sku: pd.DataFrame) -> dict[str, float]:
