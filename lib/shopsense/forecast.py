@@ -10,9 +10,15 @@ Only active SKUs are forecast: those with positive net units on at least one day
 ``forecast.active_days`` days ending on the as-of date (default 90). The history of a SKU is
 its zero-filled daily demand up to the as-of date, so every forecast starts the day after it.
 
-Parallelism: the history is hash-partitioned by SKU into ``forecast.partitions`` partitions
-(0: twice the default parallelism) before grouping, because adaptive query execution would
-otherwise coalesce the small input into one partition and fit every SKU on one core.
+Parallelism: every SKU is fitted once, in ONE ``applyInPandas`` pass that returns its forecast
+rows and its backtest row together (:func:`shopsense.forecast_models.forecast_and_backtest_one_sku`);
+the result is persisted and split into the two tables, so no SKU's history is shipped to Python
+twice and the tasks' tail (the last, unevenly sized tasks) is paid once. Before grouping, the
+history is hash-partitioned by SKU into ``forecast.partitions`` partitions (0: four per task
+slot, ``4 x spark.default.parallelism``): an explicit count, because adaptive query execution
+would otherwise coalesce the small input into one partition and fit every SKU on one core; more
+partitions than slots, because SKUs cost very different amounts (an ARIMA search vs a zero
+forecast) and smaller tasks let the scheduler even out the slots' loads.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import datetime as dt
 import functools
 import math
 
+from pyspark import StorageLevel
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
@@ -30,8 +37,10 @@ from shopsense import columns as C
 from shopsense import tables
 from shopsense.config import Conf
 from shopsense.demand import UNITS
-from shopsense.forecast_models import (ACCURACY_SCHEMA, FORECAST_SCHEMA, ForecastParams,
-                                       backtest_one_sku, forecast_one_sku, schema_fields)
+from shopsense.forecast_models import (ACCURACY_SCHEMA, COMBINED_SCHEMA, FORECAST_SCHEMA, KIND,
+                                       ForecastParams, backtest_one_sku,
+                                       forecast_and_backtest_one_sku, forecast_one_sku,
+                                       schema_fields)
 from shopsense.runs import JobRun
 
 AS_OF = "as_of"
@@ -97,6 +106,12 @@ def filter_active_history(demand: DataFrame, as_of: dt.date, active_days: int) -
             .select(C.SKU, C.DATE, UNITS))
 
 
+def default_partitions(spark: SparkSession, configured: int = 0) -> int:
+    """``configured`` when positive, else four partitions per task slot
+    (``4 x spark.default.parallelism``)."""
+    return int(configured) or 4 * spark.sparkContext.defaultParallelism
+
+
 def forecast_skus(history: DataFrame, params: ForecastParams, partitions: int) -> DataFrame:
     """Per-SKU forecasts (:data:`FORECAST_SCHEMA` rows) via ``applyInPandas``."""
     fn = functools.partial(forecast_one_sku, params=params)
@@ -107,6 +122,27 @@ def backtest_skus(history: DataFrame, params: ForecastParams, partitions: int) -
     """Per-SKU backtest rows (:data:`ACCURACY_SCHEMA`) via ``applyInPandas``."""
     fn = functools.partial(backtest_one_sku, params=params)
     return history.repartition(partitions, C.SKU).groupBy(C.SKU).applyInPandas(fn, ACCURACY_SCHEMA)
+
+
+def forecast_and_backtest_skus(history: DataFrame, params: ForecastParams,
+                               partitions: int) -> DataFrame:
+    """Forecast rows and backtest rows of every SKU (:data:`COMBINED_SCHEMA`, told apart by
+    ``kind``) in one ``applyInPandas`` pass; split them with :func:`split_forecasts` and
+    :func:`split_accuracy`."""
+    fn = functools.partial(forecast_and_backtest_one_sku, params=params)
+    return history.repartition(partitions, C.SKU).groupBy(C.SKU).applyInPandas(fn, COMBINED_SCHEMA)
+
+
+def split_forecasts(combined: DataFrame) -> DataFrame:
+    """The forecast rows of :func:`forecast_and_backtest_skus` (:data:`FORECAST_SCHEMA`)."""
+    return (combined.filter(F.col(KIND) == "forecast")
+            .select(*[name for name, _ in schema_fields(FORECAST_SCHEMA)]))
+
+
+def split_accuracy(combined: DataFrame) -> DataFrame:
+    """The backtest rows of :func:`forecast_and_backtest_skus` (:data:`ACCURACY_SCHEMA`)."""
+    return (combined.filter(F.col(KIND) == "accuracy")
+            .select(*[name for name, _ in schema_fields(ACCURACY_SCHEMA)]))
 
 
 def _finite(col: str) -> Column:
@@ -159,7 +195,7 @@ def run(spark: SparkSession, conf: Conf) -> dict:
     active_days = int(section["active_days"])
     if active_days < 1:
         raise ValueError(f"forecast.active_days must be >= 1, got {active_days}")
-    partitions = int(section["partitions"]) or 2 * spark.sparkContext.defaultParallelism
+    partitions = default_partitions(spark, int(section["partitions"]))
     with JobRun(spark, conf, "forecast", dict(section)) as run:
         demand = run.read("gold.sku_daily_demand")
         as_of = run.resolve_as_of(demand, C.DATE, "gold.sku_daily_demand")
@@ -167,14 +203,19 @@ def run(spark: SparkSession, conf: Conf) -> dict:
         stamp = lambda df: (df.withColumn(AS_OF, F.lit(as_of))  # noqa: E731
                             .withColumn(C.RUN_ID, F.lit(run.run_id))
                             .withColumn(C.COMPUTED_AT, F.lit(run.computed_at)))
+        # The fits run once: the first write computes and caches every partition, the second
+        # reads the cache.
+        combined = forecast_and_backtest_skus(history, params, partitions).persist(
+            StorageLevel.MEMORY_AND_DISK)
         try:
-            forecasts = (forecast_skus(history, params, partitions)
+            run.rows_in = history.count()
+            forecasts = (split_forecasts(combined)
                          .withColumn(HORIZON_DAY, F.datediff(F.col(C.DATE), F.lit(as_of))))
             tables.overwrite(stamp(forecasts), conf, "gold.demand_forecast", DEMAND_FORECAST)
-            tables.overwrite(stamp(backtest_skus(history, params, partitions)), conf,
+            tables.overwrite(stamp(split_accuracy(combined)), conf,
                              "gold.forecast_accuracy", FORECAST_ACCURACY)
-            run.rows_in = history.count()
         finally:
+            combined.unpersist()
             history.unpersist()
         accuracy = tables.read_table(spark, conf, "gold.forecast_accuracy")
         tables.overwrite(stamp(accuracy_summary(accuracy)), conf,

@@ -165,38 +165,44 @@ def test_invalid_forecast_parameters_are_named(spark, conf_factory):
         forecast.run(spark, conf_factory("forecast.horizon=0"))
 
 
-def synthetic_order_lines(spark, n_smooth=16, n_intermittent=4, n_days=400, seed=7):
-    """Order lines of smooth SKUs (weekly pattern, trend, noise; one line per unit batch per
-    day) and intermittent ones, as a sample shop would have."""
-    rng = np.random.default_rng(seed)
-    week = np.array([1.0, 0.9, 0.95, 1.05, 1.2, 1.4, 0.5])
-    rows = []
-    t = np.arange(n_days)
-    for k in range(n_smooth):
-        level = [3.0, 8.0, 20.0, 50.0][k % 4]
-        trend = [0.0, 0.001, -0.0005, 0.0005][(k // 4) % 4]
-        strength = 1.0 if k % 2 else 0.5
-        lam = level * np.maximum(0.2, 1 + trend * t) * (1 + strength * (week[t % 7] - 1))
-        for i, q in enumerate(rng.poisson(lam)):
-            if q:
-                rows.append((f"S{k:02d}", day(i), int(q), 5.0))
-    for k in range(n_intermittent):
-        for i in np.flatnonzero(rng.random(n_days) < 0.15):
-            rows.append((f"I{k:02d}", day(int(i)), int(rng.integers(1, 6)), 7.0))
-    return order_lines(spark, rows)
+#: Small enough for about a minute of generate + ingest + demand + forecast, big enough for 24
+#: planted-smooth SKUs selling ~10-40 units a day: 600 customers, 40 SKUs (10 companions, 6
+#: intermittent slow movers), 18 months (the forecast fits the last 52 weeks, the backtest's three
+#: 28-day windows end on the last day).
+SAMPLE_SPEC = dict(n_customers=600, n_skus=40, n_days=548, seed=42)
 
 
 @pytest.mark.slow
-def test_chosen_models_beat_seasonal_naive_on_sample_data(spark, conf_factory):
-    conf = conf_factory()
-    tables.overwrite(synthetic_order_lines(spark), conf, "silver.order_lines")
+def test_chosen_models_beat_seasonal_naive_on_sample_data(spark, conf_factory, tmp_path):
+    """The acceptance test: on the shared generator's data, the chosen models beat seasonal
+    naive on MASE for at least 80 % of the planted-smooth SKUs, and overall.
+
+    "Smooth" is the generator's planted truth (truth/skus.pattern), not our classifier's label:
+    the test must not be able to pass by the classifier sending hard SKUs elsewhere. (All of
+    them are forecast by ARIMA here: the classifier calls them smooth or erratic.)"""
+    from shopsense import ingest
+    from shopsense.sample import SampleSpec, generate
+
+    out = tmp_path / "sample"
+    generate(spark, SampleSpec(**SAMPLE_SPEC), str(out))
+    conf = conf_factory(*(f"sources.sample.{name}.path={out}/{name}"
+                          for name in ("orders", "catalogue", "inventory")))
+    ingest.run(spark, conf)
     demand.run(spark, conf)
     summary = forecast.run(spark, conf)
-    acc = tables.read_table(spark, conf, "gold.forecast_accuracy").toPandas()
-    smooth_rows = acc[acc["sku"].str.startswith("S")]
-    assert len(smooth_rows) == 16
+
+    truth = spark.read.parquet(str(out / "truth" / "skus")).select(C.SKU, "pattern") \
+        .withColumnRenamed("pattern", "planted")
+    acc = (tables.read_table(spark, conf, "gold.forecast_accuracy")
+           .join(truth, C.SKU).toPandas())
+    smooth_rows = acc[acc["planted"] == "smooth"]
+    assert len(smooth_rows) >= 15, acc[["sku", "planted", "pattern", "model"]]
+    assert set(smooth_rows["model_family"]) == {"arima"}, smooth_rows[["sku", "pattern", "model"]]
     share = float((smooth_rows["mase"] < smooth_rows["baseline_mase"]).mean())
-    assert share >= 0.8, acc[["sku", "model", "mase", "baseline_mase"]]
+    print(f"planted-smooth SKUs: {len(smooth_rows)}, beat seasonal naive on MASE: {share:.2f}; "
+          f"mean MASE {smooth_rows['mase'].mean():.3f} vs {smooth_rows['baseline_mase'].mean():.3f}; "
+          f"overall MASE {summary['metrics']['mase']:.3f} vs {summary['metrics']['baseline_mase']:.3f}")
+    assert share >= 0.8, smooth_rows[["sku", "model", "mase", "baseline_mase"]]
     assert summary["metrics"]["mase"] < summary["metrics"]["baseline_mase"]
 
 

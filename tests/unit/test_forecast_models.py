@@ -340,3 +340,35 @@ def test_overall_accuracy_aggregates_sums_not_averages():
     assert got["baseline_wape"] == pytest.approx(12 / 40)
     assert got["baseline_mase"] == pytest.approx(2.0)
     assert got["share_beats_baseline"] == pytest.approx(0.5)
+
+
+# ---------------------------------------------------------------- weekly profile, combined output
+
+def test_seasonal_index_multiplicative_additive_or_none():
+    rng = np.random.default_rng(5)
+    t = np.arange(364)
+    week = np.array([1.0, 1.0, 1.0, 1.0, 1.2, 1.6, 0.2])
+    mul = fm.seasonal_index(rng.poisson(40 * week[t % 7]).astype(float), 7)
+    assert mul.kind == "mul" and mul.pvalue < 1e-6
+    np.testing.assert_allclose(mul.index, week / week.mean(), atol=0.05)
+    closed = rng.poisson(20 * np.where(t % 7 == 5, 0.0, 1.0)).astype(float)  # never sells on phase 5
+    add = fm.seasonal_index(closed, 7)
+    assert add.kind == "add" and add.index[5] == pytest.approx(-20 * 6 / 7, rel=0.1)
+    flat = fm.seasonal_index(rng.poisson(20, 364).astype(float), 7, alpha=0.001)
+    assert flat.kind == "none" and flat.pvalue >= 0.001
+    assert fm.seasonal_index(np.ones(10), 7).kind == "none"        # too short
+
+
+def test_combined_output_is_the_forecast_and_the_backtest():
+    frame = history(smooth_series(200))
+    params = ForecastParams(horizon=14, backtest_windows=2)
+    got = fm.forecast_and_backtest_one_sku(frame, params)
+    assert list(got.columns) == [n for n, _ in fm.schema_fields(fm.COMBINED_SCHEMA)]
+    assert got["kind"].tolist() == ["forecast"] * 14 + ["accuracy"]
+    fc, acc = forecast_one_sku(frame, params), backtest_one_sku(frame, params)
+    pd.testing.assert_frame_equal(
+        got[got["kind"] == "forecast"][list(fc.columns)].reset_index(drop=True), fc,
+        check_dtype=False)
+    acc_got = got[got["kind"] == "accuracy"][list(acc.columns)].reset_index(drop=True)
+    pd.testing.assert_frame_equal(acc_got, acc, check_dtype=False)
+    assert fm.forecast_and_backtest_one_sku(history([]), params).empty
