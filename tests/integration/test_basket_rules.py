@@ -344,15 +344,14 @@ def test_planted_pairs_are_found_with_their_confidence(spark, conf):
 
 # --- the two algorithms ------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("lookup_max_items, pair_mask_max_items", [(512, 2048), (0, 0)])
-def test_levelwise_and_fpgrowth_give_identical_itemsets_and_rules(spark, lookup_max_items,
-                                                                   pair_mask_max_items):
-    """Both ways of coding baskets (in place, or join + regroup) and of pruning (pair mask, or
-    item mask) count exactly the itemsets MLlib's FPGrowth mines, up to four items."""
+@pytest.mark.parametrize("pair_mask_max_items", [2048, 0])
+def test_levelwise_and_fpgrowth_give_identical_itemsets_and_rules(spark, pair_mask_max_items):
+    """Both ways of pruning (pair mask, or item mask) count exactly the itemsets MLlib's
+    FPGrowth mines, up to four items."""
     lines = spark.createDataFrame(pd.DataFrame(random_lines(n_orders=400, seed=5)), schema=tables.ORDER_LINES)
     basket_df = br.build_baskets(lines, br.RuleParams(max_basket_size=6)).filter(~F.col("oversized")).persist()
     n = basket_df.count()
-    levelwise, scratch = br.frequent_itemsets_levelwise(basket_df, 10, 4, lookup_max_items, pair_mask_max_items)
+    levelwise, scratch = br.frequent_itemsets_levelwise(basket_df, 10, 4, pair_mask_max_items)
     fpgrowth = br.frequent_itemsets(basket_df, 10, n).filter(F.size("items") <= 4)
     assert fpgrowth.filter(F.size("items") == 4).count() > 0
     assertDataFrameEqual(levelwise, fpgrowth)
