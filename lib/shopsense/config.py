@@ -40,6 +40,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "log_level": ("ALL", "DEBUG", "INFO", "WARN", "ERROR", "FATAL", "OFF"),
     "spark.python": ("driver", "inherit"),
     "basket_rules.level": ("sku", "category"),
+    "basket_rules.algorithm": ("levelwise", "fpgrowth"),
     "forecast.information_criterion": ("aic", "bic"),
     "forecast.intermittent_method": ("tsb", "croston"),
     "recommend.strength": ("log1p", "quantity"),

@@ -340,3 +340,42 @@ def test_planted_pairs_are_found_with_their_confidence(spark, conf):
     mined.unpersist()
     basket_df.unpersist()
     lines.unpersist()
+
+
+# --- the two algorithms ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("pair_mask_max_items", [2048, 0])
+def test_levelwise_and_fpgrowth_give_identical_itemsets_and_rules(spark, pair_mask_max_items):
+    """Both ways of pruning (pair mask, or item mask) count exactly the itemsets MLlib's
+    FPGrowth mines, up to four items."""
+    lines = spark.createDataFrame(pd.DataFrame(random_lines(n_orders=400, seed=5)), schema=tables.ORDER_LINES)
+    basket_df = br.build_baskets(lines, br.RuleParams(max_basket_size=6)).filter(~F.col("oversized")).persist()
+    n = basket_df.count()
+    levelwise, scratch = br.frequent_itemsets_levelwise(basket_df, 10, 4, pair_mask_max_items)
+    fpgrowth = br.frequent_itemsets(basket_df, 10, n).filter(F.size("items") <= 4)
+    assert fpgrowth.filter(F.size("items") == 4).count() > 0
+    assertDataFrameEqual(levelwise, fpgrowth)
+    assertDataFrameEqual(br.candidate_rules(levelwise, n, 4), br.candidate_rules(fpgrowth, n, 4),
+                         rtol=0, atol=0)
+    for frame in scratch:
+        frame.unpersist()
+    basket_df.unpersist()
+
+
+def test_job_rules_are_the_same_with_either_algorithm(spark, conf_factory):
+    rows = random_lines(seed=9)
+    got = {}
+    for algorithm in ("levelwise", "fpgrowth"):
+        conf = conf_factory("basket_rules.min_support_count=12", "basket_rules.min_confidence=0.25",
+                            "basket_rules.max_basket_size=6", f"basket_rules.algorithm={algorithm}")
+        write_lines(spark, conf, rows)
+        summary = br.run(spark, conf)
+        got[algorithm] = (summary["metrics"],
+                          tables.read_table(spark, conf, "gold.association_rules").drop("run_id", "computed_at"))
+    assert got["levelwise"][0] == got["fpgrowth"][0] and got["levelwise"][0]["rules"] > 20
+    assertDataFrameEqual(got["levelwise"][1], got["fpgrowth"][1], rtol=0, atol=0)
+
+
+def test_unknown_algorithm_is_a_config_error(conf_factory):
+    with pytest.raises(ConfigError, match="basket_rules.algorithm must be one of levelwise, fpgrowth"):
+        conf_factory("basket_rules.algorithm=apriori")
