@@ -13,7 +13,7 @@ Flow of :func:`run`:
    then the chosen parameters trained before the test window and scored on it, with the
    popularity baseline on the same users. Rows go to gold.recommendation_metrics.
 4. The final model on all interactions; :func:`top_k_blocks` scores every customer with matrix
-   products over blocks of customers (mapInPandas, item factors broadcast, numpy argpartition),
+   products over blocks of customers (mapInPandas, item factors broadcast, exact threshold top-k),
    excluding what the customer bought and what is out of stock; customers with too little
    history get best-sellers of their segment (gold.customer_segments) or overall.
 """
@@ -236,9 +236,8 @@ def top_k_blocks(user_factors: DataFrame, item_factors: DataFrame, k: int,
     ``user_factors`` / ``item_factors``: (id, features array). The item factors — one row per
     SKU, bounded by the catalogue, not by the customers — are collected once and shipped to the
     tasks; customers stay distributed and are scored in blocks of about ``block_mb`` MB of scores
-    (a matrix product and a numpy argpartition per block). ``seen`` (user, item) pairs are never
-    returned. Ties in score keep the lower item index first only where argpartition does; give
-    distinct scores where order matters."""
+    (a matrix product and :func:`top_k_rows` per block). ``seen`` (user, item) pairs are never
+    returned. Equal scores rank the lower item id first."""
     _require(user_factors, ("id", "features"), "user factors")
     _require(item_factors, ("id", "features"), "item factors")
     if k < 1:
