@@ -48,7 +48,8 @@ def make_matrix(n_users: int, n_items: int, n_interactions: int, seed: int) -> p
 
 
 def bench_shopsense(spark, df: pd.DataFrame, rank: int, iters: int, reg: float, alpha: float,
-                    k: int, num_blocks: int, spark_native: bool = False) -> tuple[float, float]:
+                    k: int, num_blocks: int, als_conf: dict, block_mb: int,
+                    spark_native: bool = False) -> tuple[float, float]:
     from pyspark.sql import functions as F
 
     from shopsense import recommend as R
@@ -56,14 +57,14 @@ def bench_shopsense(spark, df: pd.DataFrame, rank: int, iters: int, reg: float, 
     ratings = spark.createDataFrame(df).select(F.col("user").cast("int"), F.col("item").cast("int"),
                                                F.col("strength").cast("float")).cache()
     ratings.count()
-    params = {"max_iter": iters, "seed": 42, "checkpoint_interval": 5,
-              "intermediate_storage": "MEMORY_AND_DISK", "final_storage": "MEMORY_AND_DISK"}
+    # the job's ALS settings from conf (local.yaml: blocks = cores, memory-only storage)
+    params = {**als_conf, "max_iter": iters, "seed": 42}
     t0 = time.perf_counter()
     model = R.fit_als(ratings, rank, reg, alpha, params, num_blocks)
     model.userFactors.count(), model.itemFactors.count()
     t_train = time.perf_counter() - t0
     t0 = time.perf_counter()
-    recs = R.top_k_blocks(model.userFactors, model.itemFactors, k, ratings.select("user", "item"))
+    recs = R.top_k_blocks(model.userFactors, model.itemFactors, k, ratings.select("user", "item"), block_mb)
     recs.write.format("noop").mode("overwrite").save()
     t_score = time.perf_counter() - t0
     if spark_native:  # Spark's own scorer, for reference (it cannot exclude what was bought)
@@ -123,14 +124,23 @@ def main() -> None:
                                                    "spark.conf.spark.driver.memory=6g"])
     spark = build_session(conf)
     blocks = args.num_blocks or spark.sparkContext.defaultParallelism
+    rec = conf["recommend"]
+    print(f"shopsense: local[*] ({spark.sparkContext.defaultParallelism} cores), ALS blocks {blocks}, "
+          f"storage {rec['als']['intermediate_storage']}/{rec['als']['final_storage']}, checkpoint every "
+          f"{rec['als']['checkpoint_interval']} iterations, scoring blocks of {rec['scoring']['block_mb']} MB",
+          flush=True)
     s_train, s_score = bench_shopsense(spark, df, args.rank, args.iters, args.reg, args.alpha, args.k, blocks,
-                                        args.spark_native)
+                                        dict(rec["als"]), int(rec["scoring"]["block_mb"]), args.spark_native)
     print(f"shopsense: train {s_train:.1f}s, score all {s_score:.1f}s", flush=True)
     spark.stop()
+    threads = os.cpu_count() or 1  # implicit's default (0) is every core too; said explicitly
+    print(f"implicit: {threads} threads, CG solver (its default)", flush=True)
     i_train, i_score = bench_implicit(df, n_users, n_items, args.rank, args.iters, args.reg, args.alpha,
-                                      args.k, os.cpu_count() or 1)
+                                      args.k, threads)
     print(f"implicit:  train {i_train:.1f}s, score all {i_score:.1f}s", flush=True)
     print(f"load average after: {os.getloadavg()[0]:.1f}")
+    print(f"shopsense: train {s_train:.1f}s, score all {s_score:.1f}s, total {s_train + s_score:.1f}s; "
+          f"implicit: train {i_train:.1f}s, score all {i_score:.1f}s, total {i_train + i_score:.1f}s")
     print(f"ratio shopsense/implicit: train {s_train / i_train:.2f}x, score {s_score / i_score:.2f}x, "
           f"total {(s_train + s_score) / (i_train + i_score):.2f}x")
 

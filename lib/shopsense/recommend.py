@@ -13,7 +13,7 @@ Flow of :func:`run`:
    then the chosen parameters trained before the test window and scored on it, with the
    popularity baseline on the same users. Rows go to gold.recommendation_metrics.
 4. The final model on all interactions; :func:`top_k_blocks` scores every customer with matrix
-   products over blocks of customers (mapInPandas, item factors broadcast, numpy argpartition),
+   products over blocks of customers (mapInPandas, item factors broadcast, exact threshold top-k),
    excluding what the customer bought and what is out of stock; customers with too little
    history get best-sellers of their segment (gold.customer_segments) or overall.
 """
@@ -164,25 +164,29 @@ def fit_als(ratings: DataFrame, rank: int, reg_param: float, alpha: float, param
     return als.fit(ratings)
 
 
-def top_k_rows(scores: np.ndarray, k: int, sample_step: int = 10) -> tuple[np.ndarray, np.ndarray]:
+def top_k_rows(scores: np.ndarray, k: int, chunks_per_k: int = 10) -> tuple[np.ndarray, np.ndarray]:
     """Column indices and values of the ``k`` largest entries of each row, best first.
 
-    A full ``argpartition`` costs a pass of selection over every score; instead the k-th largest
-    of every ``sample_step``-th column gives a threshold no higher than the row's true k-th
-    largest, only the entries at or above it (about k * sample_step per row) are kept, and those
-    few are sorted. Ties at equal scores go to the lower column index. Exact, ~3x faster on
-    wide rows."""
+    Exact, without a selection pass over every score: each row is cut into ``chunks_per_k * k``
+    column chunks; the k-th largest of the chunk maxima is k distinct entries' minimum, so no
+    higher than the row's true k-th largest and a safe threshold. Only the entries at or above it
+    (about k + a few per row) are kept, found with one comparison and ``flatnonzero`` over the
+    block (a 2-D ``nonzero`` is 30x slower), and those few are sorted. Ties at equal scores go to
+    the lower column index. Rows with fewer than k finite scores return -inf at the end."""
     n, m = scores.shape
     k = min(k, m)
-    if m < 8 * k * sample_step:
+    n_chunks = chunks_per_k * k
+    if m < 4 * n_chunks:
         top = np.argpartition(scores, m - k, axis=1)[:, m - k:]
         vals = np.take_along_axis(scores, top, axis=1)
         order = np.lexsort((top, -vals), axis=1)
         return np.take_along_axis(top, order, axis=1), np.take_along_axis(vals, order, axis=1)
-    sub = scores[:, ::sample_step]
-    threshold = np.partition(sub, sub.shape[1] - k, axis=1)[:, sub.shape[1] - k]
-    rows, cols = np.nonzero(scores >= threshold[:, None])
-    vals = scores[rows, cols]
+    bounds = (np.arange(n_chunks, dtype=np.int64) * m) // n_chunks
+    maxima = np.maximum.reduceat(scores, bounds, axis=1)
+    threshold = np.partition(maxima, n_chunks - k, axis=1)[:, n_chunks - k]
+    flat = np.flatnonzero(scores >= threshold[:, None])
+    rows, cols = np.divmod(flat, m)
+    vals = scores.reshape(-1)[flat]
     order = np.lexsort((cols, -vals, rows))
     rows, cols, vals = rows[order], cols[order], vals[order]
     starts = np.searchsorted(rows, np.arange(n))
@@ -232,9 +236,8 @@ def top_k_blocks(user_factors: DataFrame, item_factors: DataFrame, k: int,
     ``user_factors`` / ``item_factors``: (id, features array). The item factors — one row per
     SKU, bounded by the catalogue, not by the customers — are collected once and shipped to the
     tasks; customers stay distributed and are scored in blocks of about ``block_mb`` MB of scores
-    (a matrix product and a numpy argpartition per block). ``seen`` (user, item) pairs are never
-    returned. Ties in score keep the lower item index first only where argpartition does; give
-    distinct scores where order matters."""
+    (a matrix product and :func:`top_k_rows` per block). ``seen`` (user, item) pairs are never
+    returned. Equal scores rank the lower item id first."""
     _require(user_factors, ("id", "features"), "user factors")
     _require(item_factors, ("id", "features"), "item factors")
     if k < 1:

@@ -133,8 +133,10 @@ def test_ranking_metrics_spark_matches_pandas(spark):
 
 def test_top_k_rows_is_exact_with_seen_items_masked():
     rng = np.random.default_rng(0)
-    for m in (50, 3000):
+    for m, ties in ((50, False), (3000, False), (3000, True)):
         scores = rng.standard_normal((200, m)).astype(np.float32)
+        if ties:                            # many equal scores: the lower column index first
+            scores = np.round(scores).astype(np.float32)
         scores[rng.random(scores.shape) < 0.3] = -np.inf
         scores[0, :] = -np.inf              # everything seen
         scores[1, : m - 3] = -np.inf        # fewer than k left
