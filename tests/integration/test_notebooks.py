@@ -17,10 +17,11 @@ pytestmark = pytest.mark.slow
 
 
 def execute(name: str, params: dict, workdir: Path) -> nbformat.NotebookNode:
-    """Execute a notebook with its parameters cell replaced by ``params`` (as papermill does)."""
+    """Execute a notebook with ``params`` assigned after its parameters cell's defaults (as
+    papermill does)."""
     nb = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
     cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
-    cell.source = "\n".join(f"{k} = {v!r}" for k, v in params.items())
+    cell.source += "\n# injected by the test\n" + "\n".join(f"{k} = {v!r}" for k, v in params.items())
     NotebookClient(nb, timeout=1800, kernel_name="python3",
                    resources={"metadata": {"path": str(workdir)}}).execute()
     return nb
