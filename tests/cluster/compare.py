@@ -66,9 +66,9 @@ def assert_tables_equal(spark: SparkSession, expected_conf, actual_conf, name: s
             tol = tolerance.get(col, tolerance.get("*", EXACT))
             ok = np.isclose(a.astype(float), e.astype(float), equal_nan=True, **tol)
         else:
-            ok = (a == e) | (a.isna() & e.isna())
+            ok = ((a == e) | (a.isna() & e.isna())).to_numpy()
         if not ok.all():
-            bad = (~ok).to_numpy().nonzero()[0][:3]
+            bad = np.flatnonzero(~ok)[:3]
             problems.append(f"{col} ({int((~ok).sum())} rows; first at keys "
                             f"{expected.loc[bad, keys].to_dict('records')}: cluster "
                             f"{a.iloc[bad].tolist()} vs local {e.iloc[bad].tolist()})")
