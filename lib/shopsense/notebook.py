@@ -64,8 +64,9 @@ def run(spark: SparkSession, conf: Conf, *jobs: str) -> dict[str, dict]:
     results = run_jobs(spark, conf, [n for n in JOBS if n in names])
     failed = {n: r for n, r in results.items() if isinstance(r, Exception)}
     if failed:
-        raise RuntimeError("; ".join(f"{n}: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
-                                     for n, e in failed.items()))
+        from shopsense.cli import error_line
+
+        raise RuntimeError("; ".join(f"{n}: {error_line(e)}" for n, e in failed.items()))
     return results
 
 
