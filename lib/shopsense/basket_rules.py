@@ -1,15 +1,17 @@
 """Market-basket association rules: "customers who bought A also bought B".
 
 Baskets are the distinct items (SKUs, or categories) of each sales order in silver.order_lines.
-The frequent itemsets are counted level by level with Spark SQL (algorithm ``levelwise``, the
-default: integer-coded baskets, k-combinations exploded and counted by a hash aggregation, with
-Apriori pruning) or mined by MLlib's FPGrowth (algorithm ``fpgrowth``); both give the same
+The frequent itemsets are counted level by level (algorithm ``levelwise``, the default: one pass
+over the baskets per itemset size, each partition counting its baskets' candidate combinations
+with numpy in a ``mapInArrow`` (shopsense.basket_count, Apriori pruning) and Spark summing the
+partial counts) or mined by MLlib's FPGrowth (algorithm ``fpgrowth``); both give the same
 itemsets. shopsense derives the rules from them with Spark joins (single-item consequents, as
 MLlib's own rules) so that it can cap the itemset length (MLlib's FPGrowth has no such
 parameter), keep exact order counts, and add leverage and conviction. Nothing that grows with
-the data is collected to the driver: the only driver-side values are counts (baskets, oversized
-baskets, frequent items), the frequent pairs as a byte mask (levelwise, at most 2048² bytes) and,
-inside MLlib, the frequent single items with their counts (all bounded by the catalogue).
+the number of baskets is collected to the driver: the only driver-side values are counts
+(baskets, oversized baskets), the frequent items, the keys of the frequent itemsets smaller than
+the largest size mined (levelwise, for pruning) and, inside MLlib, the frequent single items
+with their counts (bounded by the catalogue and the support threshold).
 
 Metrics, for a rule X -> Y over N mined baskets (n_xy baskets hold X and Y, n_x hold X, n_y
 hold Y), computed in double precision in this order:
@@ -25,14 +27,18 @@ Writes gold.association_rules and gold.frequently_bought_together. See docs/bask
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import asdict, dataclass
+
+import numpy as np
 
 from pyspark import StorageLevel
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from shopsense import basket_count
 from shopsense import columns as C
 from shopsense import tables
 from shopsense.config import Conf
@@ -260,139 +266,77 @@ def frequent_itemsets(basket_df: DataFrame, count: int, n_baskets: int,
     return model.freqItemsets.select(F.array_sort(ITEMS).alias(ITEMS), F.col(FREQ).cast("long"))
 
 
-# Level-wise counting (algorithm "levelwise"). The K frequent items get integer codes 0..K-1 in
-# item order, and each basket becomes the sorted array of its frequent items' codes (baskets left
-# with fewer than two are dropped: they hold no pair). Level k explodes, per basket, the
-# k-combinations of its codes that can still be frequent, each as one long key (a base-K number),
-# and counts them with a hash aggregation. From level 3 on a combination is generated only when
-# all its pairs are frequent (Apriori pruning), looked up in a K*K byte literal (one byte per
-# pair, gathered on the driver from the frequent pairs: bounded by the catalogue, not the data).
-# Per-item lookups index arrays: a Spark map lookup scans the map's keys.
-_BASKET, _CODE, _CODES, _KEY = "_basket", "_code", "_codes", "_key"
-_ITEM_ARRAY, _MASK, _PAIRS = "_item_array", "_mask", "_pairs"
-# Up to this many frequent items, a K*K byte literal of the frequent pairs (4 MiB at most, in the
-# plan of every task) prunes levels >= 3; above it, only the items of some frequent
-# (k-1)-itemset are combined.
-PAIR_MASK_MAX_ITEMS = 2048
+# Level-wise counting (algorithm "levelwise"): the frequent items first (Arrow value counts per
+# batch, summed by Spark), then one pass over the baskets per itemset size k >= 2, in which every
+# partition counts the k-combinations that can still be frequent with numpy (shopsense.basket_count:
+# integer-coded items, Apriori pruning against the frequent itemsets of the sizes below) and yields
+# partial counts that a Spark aggregation sums. The driver holds the frequent items and the keys of
+# the frequent itemsets below max_itemset_length (for pruning): bounded by the catalogue and the
+# support threshold, never by the number of baskets.
+_KEY, _CODES, _ITEM_ARRAY = "_key", "_codes", "_item_array"
 
 
 def frequent_items(basket_df: DataFrame, count: int) -> DataFrame:
     """``item``, ``freq``: the items in at least ``count`` baskets (column ``items``)."""
-    return (basket_df.select(F.explode(ITEMS).alias(ITEM)).groupBy(ITEM)
-            .agg(F.count(F.lit(1)).alias(FREQ)).filter(F.col(FREQ) >= count))
+    counted = basket_df.select(ITEMS).mapInArrow(
+        functools.partial(basket_count.item_counts, column=ITEMS), f"{ITEM} string, {basket_count.COUNT} long")
+    # a mapInArrow column is nullable; items never are (collect_set drops nulls): say so
+    return (counted.groupBy(ITEM).agg(F.sum(basket_count.COUNT).alias(FREQ))
+            .filter(F.col(FREQ) >= count).select(F.coalesce(ITEM, F.lit("")).alias(ITEM), FREQ))
 
 
-def coded_baskets(basket_df: DataFrame, ordered: DataFrame) -> DataFrame:
-    """``_codes``: the sorted codes of each basket's frequent items, for the baskets with at
-    least two. ``ordered`` is one row, ``_item_array``: the frequent items, sorted; an item's
-    code is its index there. A broadcast join and a regrouping: on 1.15M baskets it beat
-    ``array_position`` into the item array cross-joined to every basket (26 s against 43 s)."""
-    codes = ordered.select(F.posexplode(_ITEM_ARRAY).alias(_CODE, ITEM))
-    # the id in its own projection: beside explode it would be drawn once per exploded row
-    lines = (basket_df.select(F.monotonically_increasing_id().alias(_BASKET), ITEMS)
-             .select(_BASKET, F.explode(ITEMS).alias(ITEM))
-             .join(F.broadcast(codes), ITEM))
-    coded = lines.groupBy(_BASKET).agg(F.array_sort(F.collect_list(_CODE)).alias(_CODES))
-    return coded.filter(F.size(_CODES) >= 2).select(_CODES)
-
-
-def combination_keys(arr: str, k: int, base: int, pairs: str | None = None) -> Column:
-    """Every k-combination of the sorted int array column ``arr``, each as the long key
-    ``sum(c_d * base^(k-1-d))`` (needs ``base^k`` below 2^63 and every code below ``base``).
-    With ``pairs`` (a binary column, byte 1 at offset ``a * base + b`` for each frequent pair
-    a < b), only the combinations whose every pair is frequent."""
-    xs = [f"x{d}" for d in range(k)]
-    key = f"cast({xs[0]} as bigint)"
-    for x in xs[1:]:
-        key = f"({key}) * {base} + {x}"
-    expr = key
-    for d in reversed(range(1, k)):
-        keep = [f"{xs[d]} > {xs[d - 1]}"]
-        if pairs:
-            keep += [f"substr({pairs}, {xs[e]} * {base} + {xs[d]} + 1, 1) = X'01'" for e in range(d)]
-        expr = f"transform(filter({arr}, {xs[d]} -> {' AND '.join(keep)}), {xs[d]} -> {expr})"
-    expr = f"transform({arr}, {xs[0]} -> {expr})"
-    for _ in range(k - 1):
-        expr = f"flatten({expr})"
-    return F.expr(expr)
+def count_level(basket_df: DataFrame, k: int, count: int, vocabulary: list[str],
+                frequent: list[np.ndarray]) -> DataFrame:
+    """``_key``, ``freq``: the k-itemsets (as keys of :func:`basket_count.encode` over the codes
+    of the sorted ``vocabulary``) in at least ``count`` baskets. ``frequent`` holds the sorted
+    keys of the frequent itemsets of sizes 2..k-1. Exact counts."""
+    fn = functools.partial(basket_count.count_batches, column=ITEMS, vocabulary=vocabulary, k=k,
+                           frequent=frequent)
+    partial = basket_df.select(ITEMS).mapInArrow(fn, f"{basket_count.KEY} long, {basket_count.COUNT} long")
+    return (partial.groupBy(basket_count.KEY).agg(F.sum(basket_count.COUNT).alias(FREQ))
+            .filter(F.col(FREQ) >= count).select(F.col(basket_count.KEY).alias(_KEY), FREQ))
 
 
 def key_codes(key: str, k: int, base: int) -> Column:
-    """The codes of the long key column ``key`` from :func:`combination_keys`, in order
+    """The codes of the long key column ``key`` (:func:`basket_count.encode`), in order
     (integer division: exact for every long)."""
     return F.array(*[(F.expr(f"{key} div {base ** (k - 1 - d)}") % F.lit(base)).cast("int")
                      for d in range(k)])
 
 
-def count_level(coded: DataFrame, k: int, count: int, base: int,
-                mask: DataFrame | bytes | None = None) -> DataFrame:
-    """``_codes``, ``freq``: the k-itemsets (as sorted codes) in at least ``count`` of the coded
-    baskets. ``mask`` prunes the combinations: the bytes of :func:`pair_mask`, or the one-row
-    ``_mask`` frame of :func:`item_mask`. Counts are exact either way."""
-    pairs = None
-    if isinstance(mask, bytes):
-        coded = coded.withColumn(_PAIRS, F.lit(mask))  # a literal: inlined, not copied per row
-        pairs = _PAIRS
-    elif mask is not None:
-        coded = (coded.crossJoin(F.broadcast(mask))
-                 .withColumn(_CODES, F.filter(_CODES, lambda c: F.col(_MASK)[c])))
-    keys = (coded.filter(F.size(_CODES) >= k)
-            .select(F.explode(combination_keys(_CODES, k, base, pairs)).alias(_KEY)))
-    counted = keys.groupBy(_KEY).agg(F.count(F.lit(1)).alias(FREQ)).filter(F.col(FREQ) >= count)
-    return counted.select(key_codes(_KEY, k, base).alias(_CODES), FREQ)
-
-
-def item_mask(level: DataFrame, n_codes: int) -> DataFrame:
-    """One row, ``_mask``: for each code 0..n_codes-1, whether an itemset of ``level`` holds it."""
-    held = level.select(F.explode(_CODES).alias(_CODE)).agg(F.collect_set(_CODE).alias("_held"))
-    return held.select(F.transform(F.sequence(F.lit(0), F.lit(n_codes - 1)),
-                                   lambda c: F.array_contains("_held", c)).alias(_MASK))
-
-
-def pair_mask(pairs: DataFrame, n_codes: int) -> bytes:
-    """``n_codes``² bytes, 1 at offset ``a * n_codes + b`` for each frequent pair ``_codes`` =
-    [a, b] of ``pairs`` (collected: at most one row per pair of frequent items)."""
-    mask = bytearray(n_codes * n_codes)
-    for row in pairs.select(_CODES).toLocalIterator():
-        a, b = row[0]
-        mask[a * n_codes + b] = 1
-    return bytes(mask)
-
-
-def frequent_itemsets_levelwise(basket_df: DataFrame, count: int, max_len: int,
-                                pair_mask_max_items: int = PAIR_MASK_MAX_ITEMS
+def frequent_itemsets_levelwise(basket_df: DataFrame, count: int, max_len: int
                                 ) -> tuple[DataFrame, list[DataFrame]]:
     """The frequent itemsets of 1..``max_len`` items held by at least ``count`` baskets, counted
     level by level: ``items`` (sorted array) and ``freq``. Returns them (lazy) with the frames
-    persisted on the way, to unpersist once the itemsets are materialised. The limit chooses how
-    levels >= 3 are pruned (see the module constant); the result is the same."""
+    persisted on the way, to unpersist once the itemsets are materialised."""
+    spark = basket_df.sparkSession
     singles = frequent_items(basket_df, count).persist(StorageLevel.MEMORY_AND_DISK)
-    n_codes = singles.count()  # bounded by the catalogue
-    base = max(n_codes, 2)
+    # bounded by the catalogue; Python's str order is Spark's (UTF-8 bytes keep code point order)
+    vocabulary = sorted(row[0] for row in singles.select(ITEM).toLocalIterator())
+    base = max(len(vocabulary), 2)
     if base ** max_len >= 2 ** 62:
         raise BasketRulesError(
-            f"algorithm levelwise codes a {max_len}-itemset of {n_codes} frequent items as one long; "
-            f"{n_codes}^{max_len} does not fit: lower max_itemset_length or use algorithm fpgrowth")
-    ordered = singles.agg(F.array_sort(F.collect_list(ITEM)).alias(_ITEM_ARRAY))
-    coded = coded_baskets(basket_df, ordered)
-    coded = coded.persist(StorageLevel.MEMORY_AND_DISK)
-    scratch = [singles, coded]
+            f"algorithm levelwise codes a {max_len}-itemset of {len(vocabulary)} frequent items as one "
+            f"long; {len(vocabulary)}^{max_len} does not fit: lower max_itemset_length or use algorithm "
+            f"fpgrowth")
+    scratch = [singles]
     levels: list[DataFrame] = []
+    frequent: list[np.ndarray] = []
     for k in range(2, max_len + 1):
-        if k == 2:
-            mask = None
-        elif n_codes <= pair_mask_max_items:
-            if k == 3:
-                pairs = pair_mask(levels[0], n_codes)
-            mask = pairs
-        else:
-            mask = item_mask(levels[-1], n_codes)
-        level = count_level(coded, k, count, base, mask).persist(StorageLevel.MEMORY_AND_DISK)
+        if k > 2 and len(frequent[-1]) == 0:
+            break  # no frequent (k-1)-itemset: no k-itemset can be frequent
+        level = count_level(basket_df, k, count, vocabulary, frequent).persist(StorageLevel.MEMORY_AND_DISK)
         scratch.append(level)
-        levels.append(level)
+        levels.append(level.select(key_codes(_KEY, k, base).alias(_CODES), FREQ))
+        if k < max_len:  # for pruning the next level
+            frequent.append(np.sort(np.fromiter((row[0] for row in level.select(_KEY).toLocalIterator()),
+                                                dtype=np.int64)))
     itemsets = singles.select(F.array(ITEM).alias(ITEMS), FREQ)
+    vocab_schema = T.StructType([T.StructField(_ITEM_ARRAY, T.ArrayType(T.StringType(), containsNull=False),
+                                               nullable=False)])
+    ordered = F.broadcast(spark.createDataFrame([(vocabulary,)], vocab_schema))
     for level in levels:
-        named = (level.crossJoin(F.broadcast(ordered))
+        named = (level.crossJoin(ordered)
                  .select(F.transform(_CODES, lambda c: F.col(_ITEM_ARRAY)[c]).alias(ITEMS), FREQ))
         itemsets = itemsets.unionByName(named)
     return itemsets.select(ITEMS, F.col(FREQ).cast("long")), scratch
