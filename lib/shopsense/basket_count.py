@@ -4,7 +4,7 @@ Plain numpy and pyarrow, testable without Spark; :func:`count_batches` is what
 ``DataFrame.mapInArrow`` runs on every partition of baskets. Why not Spark SQL: exploding every
 k-combination of every basket into a row and hash-aggregating the rows cost 1.7x mlxtend's time
 on 1.15M baskets, most of it in the interpreted higher-order functions that build the
-combinations; vectorised here the same counts cost a fraction of that (docs/basket_rules.md).
+combinations; vectorised here the whole mining takes 0.47x mlxtend's time (docs/basket_rules.md).
 
 Items are coded 0..K-1 by their position in the sorted ``vocabulary`` (the frequent items), so a
 basket's codes are sorted like its items (baskets hold sorted distinct items). A k-itemset is the
