@@ -16,7 +16,12 @@ Planted structure (see the ``truth/`` tables written by :func:`generate`):
 * **SKU demand** -- per-SKU linear trend on quantity, fewer orders at weekends, a Q4 peak,
   two-week promotions (quantity x1.8, price -20%) on eligible SKUs, and intermittent slow movers.
 * **Latent tastes** -- non-companion SKUs fall into ``n_tastes`` blocks; a customer takes about
-  75% of its lines from its own block, the rest from global popularity.
+  95% of its lines from its own block (Zipf-like within it), the rest from global popularity.
+  Sharp on purpose: with 75% the lines outside the block were most of what a customer bought
+  *new* (its block's few SKUs are soon all bought), so recommending the customer's taste beat
+  best-sellers by only 1.8x once already-bought SKUs are excluded. A SKU's list price depends on
+  its position within its block, not on the block, so every taste spends alike and tastes do not
+  leak into the RFM segments.
 
 Time: ``ordered_at`` is built from epoch seconds with day boundaries in UTC, so the stored instants
 do not depend on the session time zone. Calendar effects (weekday, month) are computed for UTC
@@ -112,7 +117,7 @@ _AT_RISK_GAP = (0.25, 0.50)         # at_risk stop 25-50% of the period before t
 _NEW_WINDOW_DAYS = 60               # ... for a 730-day period; scaled with n_days
 _RATE_JITTER = 0.25                 # per-customer rate multiplier exp(U(-j, j))
 
-_TASTE_SHARE = 0.75                 # share of lines from the customer's taste block
+_TASTE_SHARE = 0.95                 # share of lines from the customer's taste block
 _ZIPF_TASTE = 1.6                   # within-block skew: j = floor(n * u ** a)
 _ZIPF_GLOBAL = 2.0                  # global popularity skew
 _INTERMITTENT_SHARE = 0.20          # least popular share of non-companion SKUs
@@ -388,7 +393,11 @@ def _skus(spark: SparkSession, spec: SampleSpec) -> DataFrame:
     taste = (F.when(rank < lay["n_smooth"], rank % spec.n_tastes)
              .when(rank < lay["n_base"], (rank - lay["n_smooth"]) % spec.n_tastes)
              .cast("int"))
-    price = F.round(F.exp(F.lit(math.log(0.85)) + _u(seed, "price", rank) * math.log(20.0)), 2)
+    # taste-neutral prices: drawn from the SKU's position within its taste block (companions: rank)
+    position = (F.when(rank < lay["n_smooth"], F.floor(rank / spec.n_tastes))
+                .when(rank < lay["n_base"], lay["n_smooth"] + F.floor((rank - lay["n_smooth"]) / spec.n_tastes))
+                .otherwise(rank))
+    price = F.round(F.exp(F.lit(math.log(0.85)) + _u(seed, "price", position) * math.log(20.0)), 2)
 
     # Companion i is sold on orders containing antecedent i: lines ~ orders x P(A) x confidence.
     p_sel = _selection_probability(spec, rank)

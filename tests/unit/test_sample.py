@@ -9,6 +9,7 @@ from pyspark.testing import assertDataFrameEqual
 
 from shopsense import columns as C
 from shopsense.sample import (
+    _TASTE_SHARE,
     GROUPS,
     ORDERS_SCHEMA,
     SampleSpec,
@@ -132,7 +133,7 @@ def test_tastes_dominate_customer_choices(spark, small):
              .join(truth["customers"].withColumnRenamed("taste", "customer_taste"), C.CUSTOMER_ID)
              .join(truth["skus"].where("pattern != 'companion'"), C.SKU))
     share = lines.agg(F.avg((F.col("taste") == F.col("customer_taste")).cast("double"))).first()[0]
-    expected = 0.75 + 0.25 / SMALL.n_tastes   # own block, or the global pick lands in it
+    expected = _TASTE_SHARE + (1 - _TASTE_SHARE) / SMALL.n_tastes   # own block, or the global pick lands in it
     assert abs(share - expected) < 0.05
 
 
