@@ -106,6 +106,9 @@ def main() -> None:
     ap.add_argument("--k", type=int, default=10)
     ap.add_argument("--num-blocks", type=int, default=0, help="ALS blocks; 0: the cores")
     ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+                    help="a conf override for shopsense's side, as the CLI's --set (repeatable)")
+    ap.add_argument("--skip-implicit", action="store_true", help="time shopsense only")
     ap.add_argument("--spark-native", action="store_true",
                     help="also time MLlib's recommendForAllUsers (not in the ratios)")
     args = ap.parse_args()
@@ -121,7 +124,7 @@ def main() -> None:
 
     wh = tempfile.mkdtemp(prefix="bench_recommend_")
     conf = load_conf([conf_dir() / "local.yaml"], [f"warehouse={wh}", "spark.progress_bar=false",
-                                                   "spark.conf.spark.driver.memory=6g"])
+                                                   "spark.conf.spark.driver.memory=6g", *args.overrides])
     spark = build_session(conf)
     blocks = args.num_blocks or spark.sparkContext.defaultParallelism
     rec = conf["recommend"]
@@ -133,6 +136,8 @@ def main() -> None:
                                         dict(rec["als"]), int(rec["scoring"]["block_mb"]), args.spark_native)
     print(f"shopsense: train {s_train:.1f}s, score all {s_score:.1f}s", flush=True)
     spark.stop()
+    if args.skip_implicit:
+        return
     threads = os.cpu_count() or 1  # implicit's default (0) is every core too; said explicitly
     print(f"implicit: {threads} threads, CG solver (its default)", flush=True)
     i_train, i_score = bench_implicit(df, n_users, n_items, args.rank, args.iters, args.reg, args.alpha,
