@@ -178,8 +178,10 @@ def test_chosen_models_beat_seasonal_naive_on_sample_data(spark, conf_factory, t
     naive on MASE for at least 80 % of the planted-smooth SKUs, and overall.
 
     "Smooth" is the generator's planted truth (truth/skus.pattern), not our classifier's label:
-    the test must not be able to pass by the classifier sending hard SKUs elsewhere. (All of
-    them are forecast by ARIMA here: the classifier calls them smooth or erratic.)"""
+    the test must not be able to pass by the classifier sending hard SKUs elsewhere: every
+    planted-smooth SKU is judged, whatever model it got. Nearly all get ARIMA (the classifier
+    calls them smooth or erratic); a planted-smooth SKU at the thin end of its taste block can
+    sell on too few days and be called intermittent (TSB), as it should."""
     from shopsense import ingest
     from shopsense.sample import SampleSpec, generate
 
@@ -197,7 +199,7 @@ def test_chosen_models_beat_seasonal_naive_on_sample_data(spark, conf_factory, t
            .join(truth, C.SKU).toPandas())
     smooth_rows = acc[acc["planted"] == "smooth"]
     assert len(smooth_rows) >= 15, acc[["sku", "planted", "pattern", "model"]]
-    assert set(smooth_rows["model_family"]) == {"arima"}, smooth_rows[["sku", "pattern", "model"]]
+    assert (smooth_rows["model_family"] == "arima").mean() >= 0.9, smooth_rows[["sku", "pattern", "model"]]
     share = float((smooth_rows["mase"] < smooth_rows["baseline_mase"]).mean())
     print(f"planted-smooth SKUs: {len(smooth_rows)}, beat seasonal naive on MASE: {share:.2f}; "
           f"mean MASE {smooth_rows['mase'].mean():.3f} vs {smooth_rows['baseline_mase'].mean():.3f}; "
