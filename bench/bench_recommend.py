@@ -63,6 +63,12 @@ def bench_shopsense(spark, df: pd.DataFrame, rank: int, iters: int, reg: float, 
     model = R.fit_als(ratings, rank, reg, alpha, params, num_blocks)
     model.userFactors.count(), model.itemFactors.count()
     t_train = time.perf_counter() - t0
+    # Untimed warm-up, as implicit is imported before its timing: start a Python worker per core
+    # with shopsense imported, and let Spark compile the scoring query's code once (a same-shaped
+    # query reuses it), on 2,000 customers.
+    cores = spark.sparkContext.defaultParallelism
+    R.top_k_blocks(model.userFactors.limit(2000), model.itemFactors, k, ratings.select("user", "item"),
+                   block_mb, num_partitions=cores).write.format("noop").mode("overwrite").save()
     t0 = time.perf_counter()
     recs = R.top_k_blocks(model.userFactors, model.itemFactors, k, ratings.select("user", "item"), block_mb)
     recs.write.format("noop").mode("overwrite").save()

@@ -28,6 +28,8 @@ from typing import Iterator
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
@@ -194,34 +196,57 @@ def top_k_rows(scores: np.ndarray, k: int, chunks_per_k: int = 10) -> tuple[np.n
     return cols[keep].reshape(n, k), vals[keep].reshape(n, k)
 
 
-def _score_block(batches: Iterator[pd.DataFrame], item_ids: np.ndarray, item_vecs: np.ndarray,
-                 k: int, block_rows: int) -> Iterator[pd.DataFrame]:
-    """mapInPandas body: top-k items per user by dot product, skipping each user's ``seen``."""
-    for pdf in batches:
-        for start in range(0, len(pdf), block_rows):
-            part = pdf.iloc[start:start + block_rows]
-            n = len(part)
-            users = np.asarray(np.stack(part["features"].to_numpy()), dtype=np.float32)
-            scores = users @ item_vecs.T
-            seen = part["seen"].to_numpy()
-            lens = np.fromiter((0 if s is None else len(s) for s in seen), dtype=np.int64, count=n)
-            if lens.sum():
-                flat = np.concatenate([np.asarray(s, dtype=np.int64) for s in seen if s is not None and len(s)])
-                rows = np.repeat(np.arange(n), lens)
+def _list_values(column: pa.Array, dtype) -> tuple[np.ndarray, np.ndarray]:
+    """The flat values of a list column and each row's length (0 for a null list)."""
+    lengths = pc.fill_null(pc.list_value_length(column), 0).to_numpy(zero_copy_only=False)
+    values = pc.list_flatten(column).to_numpy(zero_copy_only=False).astype(dtype, copy=False)
+    return values, lengths
+
+
+def _score_block(batches: Iterator[pa.RecordBatch], item_ids: np.ndarray, item_vecs: np.ndarray,
+                 k: int, block_rows: int) -> Iterator[pa.RecordBatch]:
+    """mapInArrow body: top-k items per user by dot product, skipping each user's ``seen``.
+    Works on the Arrow buffers (the factor lists flatten into one (n, rank) matrix without a
+    per-row Python object): at 100,000 customers this took the Spark-side overhead of scoring
+    from ~5 s (mapInPandas) to about 2 s (docs/recommend.md)."""
+    kk = min(k, len(item_ids))
+    buffer = None
+    for batch in batches:
+        n_all = batch.num_rows
+        if n_all == 0 or kk == 0:
+            continue
+        user_ids = batch.column(USER).to_numpy(zero_copy_only=False)
+        vec_values, vec_lens = _list_values(batch.column("features"), np.float32)
+        if not (vec_lens == item_vecs.shape[1]).all():
+            raise RecommendError(f"user factors must all have rank {item_vecs.shape[1]}")
+        vectors = vec_values.reshape(n_all, item_vecs.shape[1])
+        seen_values, seen_lens = _list_values(batch.column("seen"), np.int64)
+        seen_ends = np.cumsum(seen_lens)
+        rows_max = min(block_rows, n_all)
+        if buffer is None or buffer.shape[0] < rows_max:
+            # reused across blocks: a fresh 64 MB product per block cost page faults, measured
+            # 2.5 s against 1.5 s for the products of 100,000 customers x 20,000 SKUs on one core
+            buffer = np.empty((rows_max, len(item_ids)), dtype=np.float32)
+        for start in range(0, n_all, block_rows):
+            stop = min(start + block_rows, n_all)
+            n = stop - start
+            scores = np.matmul(vectors[start:stop], item_vecs.T, out=buffer[:n])
+            lo = seen_ends[start - 1] if start else 0
+            flat = seen_values[lo:seen_ends[stop - 1]]
+            if len(flat):
+                rows = np.repeat(np.arange(n), seen_lens[start:stop])
                 pos = np.searchsorted(item_ids, flat)
                 pos_ok = pos < len(item_ids)
                 pos_ok[pos_ok] = item_ids[pos[pos_ok]] == flat[pos_ok]
                 scores[rows[pos_ok], pos[pos_ok]] = -np.inf
-            kk = min(k, scores.shape[1])
-            if kk == 0:
-                continue
             top, top_scores = top_k_rows(scores, kk)
-            out = pd.DataFrame({
-                USER: np.repeat(part[USER].to_numpy(), kk),
-                ITEM: item_ids[top.ravel()].astype(np.int32),
-                SCORE: top_scores.ravel().astype(np.float64),
-                RANK: np.tile(np.arange(1, kk + 1, dtype=np.int32), n)})
-            yield out[np.isfinite(out[SCORE])]
+            keep = np.isfinite(top_scores.ravel())
+            yield pa.RecordBatch.from_arrays([
+                pa.array(np.repeat(user_ids[start:stop].astype(np.int32), kk)[keep]),
+                pa.array(item_ids[top.ravel()].astype(np.int32)[keep]),
+                pa.array(top_scores.ravel().astype(np.float64)[keep]),
+                pa.array(np.tile(np.arange(1, kk + 1, dtype=np.int32), n)[keep])],
+                names=[USER, ITEM, SCORE, RANK])
 
 
 TOPK_SCHEMA = T.StructType([T.StructField(USER, T.IntegerType()), T.StructField(ITEM, T.IntegerType()),
@@ -257,7 +282,7 @@ def top_k_blocks(user_factors: DataFrame, item_factors: DataFrame, k: int,
     if num_partitions:
         users = users.repartition(num_partitions, USER)
     fn = partial(_score_block, item_ids=item_ids, item_vecs=item_vecs, k=int(k), block_rows=block_rows)
-    return users.select(USER, "features", "seen").mapInPandas(fn, TOPK_SCHEMA)
+    return users.select(USER, "features", "seen").mapInArrow(fn, TOPK_SCHEMA)
 
 
 def popularity(ratings: DataFrame) -> DataFrame:
