@@ -32,6 +32,7 @@ COUNT = "n"
 SCHEMA = pa.schema([(KEY, pa.int64()), (COUNT, pa.int64())])
 FLUSH_AT = 4_000_000           # keys buffered before they are reduced to counts and yielded
 DENSE_MAX = 1 << 23            # levels with at most this many possible keys count in a dense array
+PIECE = 2_000_000              # pairs grown at a time (level_keys)
 
 
 def encode(codes: np.ndarray, base: int) -> np.ndarray:
@@ -96,19 +97,24 @@ def _grow(tuples: np.ndarray, ends: np.ndarray) -> np.ndarray:
 
 
 def level_keys(codes: np.ndarray, ends: np.ndarray, k: int, base: int,
-               frequent: Sequence[np.ndarray] = (), chunk: int = 1_000_000) -> Iterator[np.ndarray]:
+               frequent: Sequence[np.ndarray] = (), piece: int = PIECE) -> Iterator[np.ndarray]:
     """The keys of the k-combinations of each basket that can be frequent, in pieces.
 
     ``frequent[d]`` is the sorted key array of the frequent (d+2)-itemsets, for d + 2 < k (empty
-    for k = 2). Combinations are grown from ``chunk`` starting items at a time, so a piece holds
-    the combinations of a bounded number of starting points."""
+    for k = 2). Combinations are grown from a run of starting items with about ``piece`` pairs
+    between them at a time, so memory follows ``piece``, not the batch: a batch of 10,000
+    baskets of 100 items holds 49.5 million pairs."""
     if k < 2:
         raise ValueError(f"k must be >= 2, got {k}")
     if len(frequent) < k - 2:
         raise ValueError(f"level {k} needs the frequent itemsets of sizes 2..{k - 1}")
     starts = np.flatnonzero(ends - np.arange(len(codes)) >= k)  # room for k - 1 more items
-    for lo in range(0, len(starts), chunk):
-        tuples = starts[lo:lo + chunk, None]
+    pairs = np.cumsum(ends[starts] - starts - 1)
+    lo = 0
+    while lo < len(starts):
+        hi = max(lo + 1, int(np.searchsorted(pairs, (pairs[lo - 1] if lo else 0) + piece, side="right")))
+        tuples = starts[lo:hi, None]
+        lo = hi
         for d in range(2, k + 1):
             tuples = _grow(tuples, ends)
             if len(tuples) == 0:

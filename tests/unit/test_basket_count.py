@@ -94,6 +94,16 @@ def test_item_counts_per_batch():
     assert dict(zip(out[0].column("item").to_pylist(), out[0].column(bc.COUNT).to_pylist())) == {"a": 2, "b": 1}
 
 
+def test_pieces_split_the_work_without_changing_the_keys():
+    baskets = random_baskets(60, 10, seed=4)
+    vocab = pa.array(sorted({i for b in baskets if b for i in b}))
+    codes, ends = bc.basket_codes(pa.array(baskets, pa.list_(pa.string())), vocab)
+    whole = list(bc.level_keys(codes, ends, 2, len(vocab)))
+    pieces = list(bc.level_keys(codes, ends, 2, len(vocab), piece=7))
+    assert len(whole) == 1 and len(pieces) > 10 and all(len(p) <= 7 + 9 for p in pieces)
+    assert sorted(np.concatenate(pieces).tolist()) == sorted(whole[0].tolist())
+
+
 def test_level_below_two_is_an_error():
     with pytest.raises(ValueError, match="k must be >= 2"):
         list(bc.level_keys(np.array([0, 1]), np.array([2, 2]), 1, 2))
