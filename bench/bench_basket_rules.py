@@ -77,8 +77,8 @@ def silver_like(sample_lines):
 
 def make_baskets(spark, conf, n_baskets: int, seed: int, path: Path) -> None:
     """Sample order lines -> shopsense baskets (order_id, items, n_items, oversized) as parquet."""
-    from shopsense import basket_rules as br
-    from shopsense.sample import SampleSpec, expected_counts, order_lines
+    from shopsense.baskets import rules as br
+    from shopsense.ingest.sample import SampleSpec, expected_counts, order_lines
 
     probe = SampleSpec(n_customers=10_000, seed=seed)
     per_customer = expected_counts(probe)["orders"] / probe.n_customers
@@ -107,9 +107,9 @@ def main() -> None:
 
     import pandas as pd
     from pyspark.sql import functions as F
-    from shopsense import basket_rules as br
-    from shopsense.config import conf_dir, load_conf
-    from shopsense.session import build_session
+    from shopsense.baskets import rules as br
+    from shopsense.core.config import conf_dir, load_conf
+    from shopsense.core.session import build_session
 
     work = Path(args.work)
     conf = load_conf([conf_dir() / "local.yaml"], [

@@ -1,6 +1,6 @@
 """Benchmark: per-SKU forecasting three ways on the same series, in one run.
 
-1. shopsense's job: ``groupBy(sku).applyInPandas(forecast_one_sku)`` (shopsense.forecast.forecast_skus)
+1. shopsense's job: ``groupBy(sku).applyInPandas(forecast_one_sku)`` (shopsense.supply.forecast.forecast_skus)
 2. statsforecast's AutoARIMA(season_length=7) (its defaults otherwise: exact likelihood,
    stepwise), one StatsForecast(n_jobs=1) per group in the same ``applyInPandas`` layout, fed the
    same last ``arima_fit_days`` (364) days shopsense's ARIMA is fitted on (``--statsforecast-days
@@ -35,7 +35,7 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from shopsense.forecast_models import (ForecastParams, forecast_one_sku, mase_scale,  # noqa: E402
+from shopsense.supply.forecast_models import (ForecastParams, forecast_one_sku, mase_scale,  # noqa: E402
                                        seasonal_naive_forecast)
 
 WEEK = np.array([1.0, 0.9, 0.95, 1.05, 1.2, 1.4, 0.5])
@@ -136,9 +136,9 @@ def main() -> None:
 
     from pyspark.sql import functions as F
 
-    from shopsense.config import conf_dir, load_conf
-    from shopsense.forecast import default_partitions, forecast_skus
-    from shopsense.session import build_session
+    from shopsense.core.config import conf_dir, load_conf
+    from shopsense.supply.forecast import default_partitions, forecast_skus
+    from shopsense.core.session import build_session
 
     try:
         import psutil

@@ -21,11 +21,11 @@ import time
 
 from pyspark.sql import functions as F
 
-from shopsense import tables
-from shopsense.config import conf_dir, load_conf
+from shopsense.core import tables
+from shopsense.core.config import conf_dir, load_conf
 from shopsense.notebook import sample_overrides
 from shopsense.pipeline import JOBS, PIPELINE, run_jobs
-from shopsense.session import build_session
+from shopsense.core.session import build_session
 
 
 def main(argv=None) -> int:

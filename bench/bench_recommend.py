@@ -52,7 +52,7 @@ def bench_shopsense(spark, df: pd.DataFrame, rank: int, iters: int, reg: float, 
                     spark_native: bool = False) -> tuple[float, float]:
     from pyspark.sql import functions as F
 
-    from shopsense import recommend as R
+    from shopsense.recommend import als as R
 
     ratings = spark.createDataFrame(df).select(F.col("user").cast("int"), F.col("item").cast("int"),
                                                F.col("strength").cast("float")).cache()
@@ -119,8 +119,8 @@ def main() -> None:
                     help="also time MLlib's recommendForAllUsers (not in the ratios)")
     args = ap.parse_args()
 
-    from shopsense.config import conf_dir, load_conf
-    from shopsense.session import build_session
+    from shopsense.core.config import conf_dir, load_conf
+    from shopsense.core.session import build_session
 
     df = make_matrix(args.users, args.items, args.interactions, args.seed)
     n_users, n_items = int(df["user"].max()) + 1, args.items

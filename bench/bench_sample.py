@@ -1,4 +1,4 @@
-"""Benchmark: generate >= 10 million order lines with shopsense.sample and report rows, seconds and
+"""Benchmark: generate >= 10 million order lines with shopsense.ingest.sample and report rows, seconds and
 the driver JVM's peak resident memory.
 
     python bench/bench_sample.py [--lines 10000000] [--driver-memory 6g] [--out DIR] [--keep]
@@ -21,7 +21,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from pyspark.sql import SparkSession  # noqa: E402
 
-from shopsense.sample import SampleSpec, expected_counts, generate  # noqa: E402
+from shopsense.ingest.sample import SampleSpec, expected_counts, generate  # noqa: E402
 
 # Companion lines and returns add to the regular lines counted by expected_counts; duplicate SKUs
 # dropped from a basket take some away. Measured with 2000 SKUs: 9.70M lines from 63,714

@@ -31,12 +31,12 @@ from pyspark.ml import Pipeline
 from pyspark.ml.functions import vector_to_array
 from pyspark.sql import functions as F
 
-from shopsense import columns as C
-from shopsense import features as FT
-from shopsense import segment as S
-from shopsense import tables
-from shopsense.config import conf_dir, load_conf
-from shopsense.session import build_session
+from shopsense.core import columns as C
+from shopsense.customers import features as FT
+from shopsense.customers import segments as S
+from shopsense.core import tables
+from shopsense.core.config import conf_dir, load_conf
+from shopsense.core.session import build_session
 
 
 def synthetic_silver(spark, n_customers: int, days: int, seed: int):

@@ -3,7 +3,7 @@
     spark-submit jobs/basket_rules.py --conf conf/cluster.yaml [--set key=value ...]
 
 Parses --conf/--set/--as-of, validates the conf before Spark starts, builds the session and calls
-shopsense.basket_rules.run(spark, conf); exits non-zero on failure.
+shopsense.baskets.rules.run(spark, conf); exits non-zero on failure.
 """
 
 import sys

@@ -3,7 +3,7 @@
     spark-submit jobs/ingest.py --conf conf/cluster.yaml [--set key=value ...]
 
 Parses --conf/--set/--as-of, validates the conf before Spark starts, builds the session and calls
-shopsense.ingest.run(spark, conf); exits non-zero on failure.
+shopsense.ingest.batch.run(spark, conf); exits non-zero on failure.
 """
 
 import sys

@@ -3,7 +3,7 @@
     spark-submit jobs/inventory.py --conf conf/cluster.yaml [--set key=value ...]
 
 Parses --conf/--set/--as-of, validates the conf before Spark starts, builds the session and calls
-shopsense.inventory.run(spark, conf); exits non-zero on failure.
+shopsense.supply.inventory.run(spark, conf); exits non-zero on failure.
 """
 
 import sys

@@ -3,7 +3,7 @@
     spark-submit jobs/recommend.py --conf conf/cluster.yaml [--set key=value ...]
 
 Parses --conf/--set/--as-of, validates the conf before Spark starts, builds the session and calls
-shopsense.recommend.run(spark, conf); exits non-zero on failure.
+shopsense.recommend.als.run(spark, conf); exits non-zero on failure.
 """
 
 import sys

@@ -3,7 +3,7 @@
     spark-submit jobs/sample.py --conf conf/cluster.yaml [--set key=value ...]
 
 Parses --conf/--set/--as-of, validates the conf before Spark starts, builds the session and calls
-shopsense.sample.run(spark, conf); exits non-zero on failure.
+shopsense.ingest.sample.run(spark, conf); exits non-zero on failure.
 """
 
 import sys

@@ -12,7 +12,7 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import pytest
 
-from shopsense.config import conf_dir, load_conf
+from shopsense.core.config import conf_dir, load_conf
 
 TEST_OVERLAY = Path(__file__).parent / "conf" / "test.yaml"
 REPO = Path(__file__).resolve().parents[1]
@@ -27,7 +27,7 @@ def make_conf(warehouse: Path | str, *overrides: str, files: tuple = ()):
 
 @pytest.fixture(scope="session")
 def spark(tmp_path_factory):
-    from shopsense.session import build_session
+    from shopsense.core.session import build_session
 
     conf = make_conf(tmp_path_factory.mktemp("session-warehouse"))
     session = build_session(conf)
@@ -51,7 +51,7 @@ def conf(conf_factory):
 @pytest.fixture(scope="session")
 def online_retail_ingested(spark, tmp_path_factory):
     """The Online Retail export ingested once per test session: (conf, ingest summary)."""
-    from shopsense import ingest
+    from shopsense.ingest import batch as ingest
 
     if not ONLINE_RETAIL.exists():
         pytest.skip(f"the Online Retail export is not at {ONLINE_RETAIL}")
@@ -66,7 +66,7 @@ def retail_conf_factory(online_retail_ingested, tmp_path_factory):
     (Delta tables are relocatable), so downstream jobs' tests skip a 1-2 minute ingest each."""
     import shutil
 
-    from shopsense import tables
+    from shopsense.core import tables
 
     source_conf, _ = online_retail_ingested
     silver = Path(tables.table_path(source_conf, "silver.order_lines")).parent

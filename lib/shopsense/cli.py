@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Sequence
 
-from shopsense.config import ConfigError, Conf, default_overlays, load_conf
+from shopsense.core.config import ConfigError, Conf, default_overlays, load_conf
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -54,7 +54,7 @@ def _fail(exc: BaseException, verbose: bool) -> int:
 def run_named_jobs(names: list[str], args: argparse.Namespace) -> int:
     """Load conf, build the session, run the jobs; exit code 0 only when all succeeded."""
     from shopsense.pipeline import run_jobs
-    from shopsense.session import build_session
+    from shopsense.core.session import build_session
 
     try:
         conf = conf_from_args(args)
@@ -101,8 +101,8 @@ def pipeline_main(argv: Sequence[str] | None = None) -> int:
 
 
 def _summary(args: argparse.Namespace) -> int:
-    from shopsense.session import build_session
-    from shopsense.summary import print_tables
+    from shopsense.core.session import build_session
+    from shopsense.report.summary import print_tables
 
     try:
         conf = conf_from_args(args)
@@ -114,8 +114,8 @@ def _summary(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from shopsense.report import write_report
-    from shopsense.session import build_session
+    from shopsense.report.html import write_report
+    from shopsense.core.session import build_session
 
     try:
         conf = conf_from_args(args)

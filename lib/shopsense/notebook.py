@@ -17,8 +17,8 @@ from typing import Iterable
 
 from pyspark.sql import DataFrame, SparkSession
 
-from shopsense import tables
-from shopsense.config import Conf, conf_dir, load_conf, resolve_path
+from shopsense.core import tables
+from shopsense.core.config import Conf, conf_dir, load_conf, resolve_path
 
 
 def sample_overrides(out_dir: str | Path) -> list[str]:
@@ -46,7 +46,7 @@ def load(*overlays: str | Path, overrides: Iterable[str] = ()) -> Conf:
 
 def start(*overlays: str | Path, overrides: Iterable[str] = ()) -> tuple[SparkSession, Conf]:
     """The conf (see :func:`load`) and the session built from it."""
-    from shopsense.session import build_session
+    from shopsense.core.session import build_session
 
     conf = load(*overlays, overrides=overrides)
     return build_session(conf), conf

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 from pyspark.sql import SparkSession
 
-from shopsense.config import Conf
-from shopsense.runs import record_skipped
+from shopsense.core.config import Conf
+from shopsense.core.runs import record_skipped
 
 
 @dataclass(frozen=True)
@@ -24,15 +24,15 @@ class Job:
 
 # In dependency order. `sample` is not part of `all`: it makes raw files, it does not read tables.
 JOBS: dict[str, Job] = {job.name: job for job in (
-    Job("sample", "shopsense.sample", (), "generate sample raw files (orders, catalogue, inventory, planted truth)"),
-    Job("ingest", "shopsense.ingest", (), "raw files -> bronze.order_lines_raw, silver.order_lines, silver.quarantine, silver.products"),
-    Job("features", "shopsense.features", ("ingest",), "silver.order_lines -> gold.customer_features (recency, frequency, monetary, ...)"),
-    Job("segment", "shopsense.segment", ("features",), "gold.customer_features -> KMeans segments: gold.customer_segments, gold.segment_profiles, models/segment"),
-    Job("basket_rules", "shopsense.basket_rules", ("ingest",), "silver.order_lines -> gold.association_rules, gold.frequently_bought_together (FP-growth)"),
-    Job("demand", "shopsense.demand", ("ingest",), "silver.order_lines -> gold.sku_daily_demand (net units per SKU per day, zero-filled, price and promo flag)"),
-    Job("forecast", "shopsense.forecast", ("demand",), "gold.sku_daily_demand -> gold.demand_forecast, gold.forecast_accuracy, gold.forecast_accuracy_summary (per-SKU ARIMA/TSB, backtests)"),
-    Job("recommend", "shopsense.recommend", ("ingest",), "ALS top-N per customer, evaluated against best-sellers -> gold.recommendations, gold.recommendation_metrics"),
-    Job("inventory", "shopsense.inventory", ("forecast",), "forecast + catalogue + snapshot -> gold.inventory_policy (ABC/XYZ, safety stock, reorder point, EOQ, order now), gold.inventory_simulation"),
+    Job("sample", "shopsense.ingest.sample", (), "generate sample raw files (orders, catalogue, inventory, planted truth)"),
+    Job("ingest", "shopsense.ingest.batch", (), "raw files -> bronze.order_lines_raw, silver.order_lines, silver.quarantine, silver.products"),
+    Job("features", "shopsense.customers.features", ("ingest",), "silver.order_lines -> gold.customer_features (recency, frequency, monetary, ...)"),
+    Job("segment", "shopsense.customers.segments", ("features",), "gold.customer_features -> KMeans segments: gold.customer_segments, gold.segment_profiles, models/segment"),
+    Job("basket_rules", "shopsense.baskets.rules", ("ingest",), "silver.order_lines -> gold.association_rules, gold.frequently_bought_together (FP-growth)"),
+    Job("demand", "shopsense.supply.demand", ("ingest",), "silver.order_lines -> gold.sku_daily_demand (net units per SKU per day, zero-filled, price and promo flag)"),
+    Job("forecast", "shopsense.supply.forecast", ("demand",), "gold.sku_daily_demand -> gold.demand_forecast, gold.forecast_accuracy, gold.forecast_accuracy_summary (per-SKU ARIMA/TSB, backtests)"),
+    Job("recommend", "shopsense.recommend.als", ("ingest",), "ALS top-N per customer, evaluated against best-sellers -> gold.recommendations, gold.recommendation_metrics"),
+    Job("inventory", "shopsense.supply.inventory", ("forecast",), "forecast + catalogue + snapshot -> gold.inventory_policy (ABC/XYZ, safety stock, reorder point, EOQ, order now), gold.inventory_simulation"),
 )}
 PIPELINE = [name for name in JOBS if name != "sample"]
 

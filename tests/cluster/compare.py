@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 from pyspark.sql import SparkSession
 
-from shopsense import columns as C
-from shopsense import tables
+from shopsense.core import columns as C
+from shopsense.core import tables
 
 # Lineage columns: differ by construction between two runs.
 RUN_COLUMNS = (C.RUN_ID, C.COMPUTED_AT, C.INGESTED_AT)

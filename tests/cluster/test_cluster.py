@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from shopsense import tables
+from shopsense.core import tables
 from shopsense.pipeline import PIPELINE, run_jobs
-from shopsense.sample import SampleSpec, generate
+from shopsense.ingest.sample import SampleSpec, generate
 from tests.cluster.compare import assert_tables_equal, table_frame
 from tests.cluster.standalone import StandaloneCluster, spark_env
 from tests.conftest import REPO, make_conf

@@ -7,7 +7,7 @@ import datetime as dt
 
 import pytest
 
-from shopsense import tables
+from shopsense.core import tables
 from tests.cluster.compare import assert_tables_equal
 from tests.conftest import make_conf
 

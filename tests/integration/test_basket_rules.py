@@ -12,10 +12,10 @@ import pandas as pd
 import pytest
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
-from shopsense import basket_rules as br
-from shopsense import columns as C
-from shopsense import tables
-from shopsense.config import ConfigError
+from shopsense.baskets import rules as br
+from shopsense.core import columns as C
+from shopsense.core import tables
+from shopsense.core.config import ConfigError
 
 T0 = dt.datetime(2024, 3, 1, 9, 0)
 
@@ -309,7 +309,7 @@ def silver_from_sample(sample_lines):
 
 
 def test_planted_pairs_are_found_with_their_confidence(spark, conf):
-    sample = pytest.importorskip("shopsense.sample", reason="the sample generator (branch sample) is not merged")
+    sample = pytest.importorskip("shopsense.ingest.sample", reason="the sample generator (branch sample) is not merged")
     spec = sample.SampleSpec(n_customers=500, n_skus=50, n_days=365, n_pairs=4, seed=11)
     params = br.RuleParams(min_support_count=15, min_confidence=0.1, max_itemset_length=2)
     lines = silver_from_sample(sample.order_lines(spark, spec)).persist()

@@ -13,9 +13,9 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
-from shopsense import basket_rules as br
-from shopsense import columns as C
-from shopsense import tables
+from shopsense.baskets import rules as br
+from shopsense.core import columns as C
+from shopsense.core import tables
 
 pytestmark = pytest.mark.real_data
 

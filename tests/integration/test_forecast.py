@@ -10,9 +10,11 @@ import pytest
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
-from shopsense import columns as C
-from shopsense import demand, forecast, tables
-from shopsense.forecast_models import overall_accuracy
+from shopsense.core import columns as C
+from shopsense.supply import demand
+from shopsense.supply import forecast
+from shopsense.core import tables
+from shopsense.supply.forecast_models import overall_accuracy
 
 D0 = dt.date(2024, 1, 1)
 
@@ -182,8 +184,8 @@ def test_chosen_models_beat_seasonal_naive_on_sample_data(spark, conf_factory, t
     planted-smooth SKU is judged, whatever model it got. Nearly all get ARIMA (the classifier
     calls them smooth or erratic); a planted-smooth SKU at the thin end of its taste block can
     sell on too few days and be called intermittent (TSB), as it should."""
-    from shopsense import ingest
-    from shopsense.sample import SampleSpec, generate
+    from shopsense.ingest import batch as ingest
+    from shopsense.ingest.sample import SampleSpec, generate
 
     out = tmp_path / "sample"
     generate(spark, SampleSpec(**SAMPLE_SPEC), str(out))

@@ -7,8 +7,9 @@ import pytest
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
-from shopsense import ingest, tables
-from shopsense.config import ConfigError
+from shopsense.ingest import batch as ingest
+from shopsense.core import tables
+from shopsense.core.config import ConfigError
 
 HEADER = "InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country"
 DAY1 = [

@@ -3,7 +3,8 @@
 import pytest
 from pyspark.sql import functions as F
 
-from shopsense import ingest, tables
+from shopsense.ingest import batch as ingest
+from shopsense.core import tables
 
 from conftest import ONLINE_RETAIL
 

@@ -12,11 +12,14 @@ import pytest
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
-from shopsense import columns as C
-from shopsense import demand, forecast, inventory, tables
-from shopsense import inventory_sim as ref
-from shopsense.inventory import InventoryError
-from shopsense.sample import SampleSpec, catalogue, truth_tables
+from shopsense.core import columns as C
+from shopsense.supply import demand
+from shopsense.supply import forecast
+from shopsense.supply import inventory
+from shopsense.core import tables
+from shopsense.supply import replay as ref
+from shopsense.supply.inventory import InventoryError
+from shopsense.ingest.sample import SampleSpec, catalogue, truth_tables
 
 AS_OF = dt.date(2024, 3, 31)
 

@@ -14,9 +14,9 @@ import pytest
 from pyspark.sql import functions as F
 
 from conftest import REPO, quick_cli_args
-from shopsense import tables
+from shopsense.core import tables
 from shopsense.pipeline import PIPELINE
-from shopsense.summary import list_tables
+from shopsense.report.summary import list_tables
 
 pytestmark = pytest.mark.slow
 

@@ -6,7 +6,9 @@ from pyspark.sql import Window
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
-from shopsense import recommend, sample, tables
+from shopsense.recommend import als as recommend
+from shopsense.ingest import sample
+from shopsense.core import tables
 from tests.conftest import make_conf
 
 # Ten planted taste blocks over 120 SKUs (each customer takes ~95% of its lines from its block):

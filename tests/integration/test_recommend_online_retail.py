@@ -2,7 +2,8 @@
 
 import pytest
 
-from shopsense import recommend, tables
+from shopsense.recommend import als as recommend
+from shopsense.core import tables
 
 pytestmark = [pytest.mark.real_data, pytest.mark.slow]
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, make_conf, quick_cli_args
-from shopsense import tables
-from shopsense.report import SECTIONS, write_report
+from shopsense.core import tables
+from shopsense.report.html import SECTIONS, write_report
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 
@@ -59,7 +59,7 @@ def test_report_command_writes_a_page_chromium_renders_with_its_charts(spark, qu
 
 
 def test_report_names_the_job_to_run_for_each_missing_table(spark, tmp_path):
-    from shopsense.runs import JobRun
+    from shopsense.core.runs import JobRun
 
     conf = make_conf(tmp_path / "warehouse")
     with pytest.raises(FileNotFoundError, match="run `shopsense demo` or `shopsense run all` first"):

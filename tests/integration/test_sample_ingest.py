@@ -2,7 +2,9 @@
 
 from pyspark.sql import functions as F
 
-from shopsense import ingest, sample, tables
+from shopsense.ingest import batch as ingest
+from shopsense.ingest import sample
+from shopsense.core import tables
 
 
 def test_sample_job_then_ingest(spark, conf_factory, tmp_path):

@@ -3,7 +3,9 @@
 import pytest
 from pyspark.sql import functions as F
 
-from shopsense import features, segment, tables
+from shopsense.customers import features
+from shopsense.customers import segments as segment
+from shopsense.core import tables
 
 pytestmark = pytest.mark.real_data
 

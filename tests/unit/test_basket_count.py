@@ -8,7 +8,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from shopsense import basket_count as bc
+from shopsense.baskets import counting as bc
 
 
 def random_baskets(n: int, n_items: int, seed: int, max_len: int = 9) -> list[list[str] | None]:

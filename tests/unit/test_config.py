@@ -1,6 +1,6 @@
 import pytest
 
-from shopsense.config import ConfigError, base_conf_path, conf_dir, load_conf, parse_set, resolve_path
+from shopsense.core.config import ConfigError, base_conf_path, conf_dir, load_conf, parse_set, resolve_path
 
 
 def write(tmp_path, name, text):

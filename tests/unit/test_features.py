@@ -7,9 +7,9 @@ import pytest
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
-from shopsense import columns as C
-from shopsense import features as FT
-from shopsense import tables
+from shopsense.core import columns as C
+from shopsense.customers import features as FT
+from shopsense.core import tables
 
 AS_OF = dt.date(2024, 3, 31)
 D = dt.date

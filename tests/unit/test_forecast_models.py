@@ -1,4 +1,4 @@
-"""Unit tests for shopsense.forecast_models (pandas only, no Spark)."""
+"""Unit tests for shopsense.supply.forecast_models (pandas only, no Spark)."""
 
 import dataclasses
 import datetime as dt
@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from shopsense import forecast_models as fm
-from shopsense.forecast_models import (
+from shopsense.supply import forecast_models as fm
+from shopsense.supply.forecast_models import (
     ACCURACY_SCHEMA,
     FORECAST_SCHEMA,
     ForecastParams,

@@ -5,8 +5,8 @@ import hmac
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
-from shopsense import columns as C
-from shopsense.ingest import (dedupe_exact, hmac_sha256_hex, normalise_customer_id, pseudonymise,
+from shopsense.core import columns as C
+from shopsense.ingest.batch import (dedupe_exact, hmac_sha256_hex, normalise_customer_id, pseudonymise,
                               with_canonical, with_row_hash)
 
 KEY = b"test-key"

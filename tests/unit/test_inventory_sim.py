@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from shopsense.inventory_sim import (SimParams, draw_lead_times, economic_order_quantity,
+from shopsense.supply.replay import (SimParams, draw_lead_times, economic_order_quantity,
                                      inverse_normal_loss, lead_time_demand_std, normal_loss,
                                      round_up_to_pack, safety_factor, simulate_one_sku,
                                      z_for_cycle_service)

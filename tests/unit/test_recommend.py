@@ -9,8 +9,8 @@ import pytest
 from pyspark.sql import types as T
 from pyspark.testing import assertDataFrameEqual
 
-from shopsense import recommend as R
-from shopsense.rec_metrics import ranking_metrics, ranking_metrics_pandas
+from shopsense.recommend import als as R
+from shopsense.recommend.metrics import ranking_metrics, ranking_metrics_pandas
 
 LINES = T.StructType([
     T.StructField("customer_id", T.StringType()), T.StructField("sku", T.StringType()),

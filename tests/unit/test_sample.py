@@ -7,8 +7,8 @@ import pytest
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
-from shopsense import columns as C
-from shopsense.sample import (
+from shopsense.core import columns as C
+from shopsense.ingest.sample import (
     _TASTE_SHARE,
     GROUPS,
     ORDERS_SCHEMA,

@@ -3,7 +3,7 @@
 import pandas as pd
 import pytest
 
-from shopsense.segment import (NamingRules, SegmentError, SegmentParams, adjusted_rand_index,
+from shopsense.customers.segments import (NamingRules, SegmentError, SegmentParams, adjusted_rand_index,
                                adjusted_rand_index_from_table, base_name, name_segments)
 
 RULES = NamingRules(recent_days=90, new_tenure_days=90, champion_factor=3.0, occasional_factor=0.5)

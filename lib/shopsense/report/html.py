@@ -23,8 +23,9 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.window import Window
 
-from shopsense import svg, tables
-from shopsense.config import Conf, resolve_path
+from shopsense.report import svg
+from shopsense.core import tables
+from shopsense.core.config import Conf, resolve_path
 
 #: The table each section reads and the job that writes it.
 SECTIONS = (

@@ -30,11 +30,11 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from shopsense import columns as C
-from shopsense import features as FT
-from shopsense import tables
-from shopsense.config import Conf, resolve_path
-from shopsense.runs import JobRun
+from shopsense.core import columns as C
+from shopsense.customers import features as FT
+from shopsense.core import tables
+from shopsense.core.config import Conf, resolve_path
+from shopsense.core.runs import JobRun
 
 SEGMENT_ID = "segment_id"
 SEGMENT_NAME = "segment_name"

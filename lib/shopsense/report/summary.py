@@ -5,8 +5,8 @@ from __future__ import annotations
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from shopsense import tables
-from shopsense.config import Conf, resolve_path
+from shopsense.core import tables
+from shopsense.core.config import Conf, resolve_path
 
 LAYERS = ("bronze", "silver", "gold")
 

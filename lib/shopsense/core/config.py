@@ -15,7 +15,7 @@ from typing import Any, Iterable, Mapping
 
 import yaml
 
-from shopsense import columns as C
+from shopsense.core import columns as C
 
 REQUIRED = "???"
 SET_ORIGIN = "--set"

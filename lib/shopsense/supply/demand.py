@@ -22,10 +22,10 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from shopsense import columns as C
-from shopsense import tables
-from shopsense.config import Conf
-from shopsense.runs import JobRun
+from shopsense.core import columns as C
+from shopsense.core import tables
+from shopsense.core.config import Conf
+from shopsense.core.runs import JobRun
 
 UNITS = "units"
 SALE_UNITS = "sale_units"

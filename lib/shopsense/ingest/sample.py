@@ -42,7 +42,7 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from shopsense.columns import (
+from shopsense.core.columns import (
     AS_OF,
     CATALOGUE_COLUMNS,
     CATEGORY,
@@ -787,8 +787,8 @@ def spec_from_conf(conf) -> SampleSpec:
 def run(spark: SparkSession, conf) -> dict:
     """Generate sample raw files into ``sample.out_dir`` (the `sample` job). The `sample` source
     in conf/base.yaml reads them from data/sample/: move both together."""
-    from shopsense.config import resolve_path
-    from shopsense.runs import JobRun
+    from shopsense.core.config import resolve_path
+    from shopsense.core.runs import JobRun
 
     spec = spec_from_conf(conf)
     out_dir = resolve_path(conf["sample"]["out_dir"])

@@ -34,11 +34,11 @@ from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from shopsense import columns as C
-from shopsense import tables
-from shopsense.config import Conf
-from shopsense.rec_metrics import METRICS, ranking_metrics
-from shopsense.runs import JobRun
+from shopsense.core import columns as C
+from shopsense.core import tables
+from shopsense.core.config import Conf
+from shopsense.recommend.metrics import METRICS, ranking_metrics
+from shopsense.core.runs import JobRun
 
 USER, ITEM, RANK, SCORE = "user", "item", "rank", "score"
 STRENGTH, NET_QUANTITY, LAST_BOUGHT = "strength", "net_quantity", "last_bought"

@@ -3,7 +3,7 @@
 Baskets are the distinct items (SKUs, or categories) of each sales order in silver.order_lines.
 The frequent itemsets are counted level by level (algorithm ``levelwise``, the default: one pass
 over the baskets per itemset size, each partition counting its baskets' candidate combinations
-with numpy in a ``mapInArrow`` (shopsense.basket_count, Apriori pruning) and Spark summing the
+with numpy in a ``mapInArrow`` (shopsense.baskets.counting, Apriori pruning) and Spark summing the
 partial counts) or mined by MLlib's FPGrowth (algorithm ``fpgrowth``); both give the same
 itemsets. shopsense derives the rules from them with Spark joins (single-item consequents, as
 MLlib's own rules) so that it can cap the itemset length (MLlib's FPGrowth has no such
@@ -38,11 +38,11 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from shopsense import basket_count
-from shopsense import columns as C
-from shopsense import tables
-from shopsense.config import Conf
-from shopsense.runs import JobRun
+from shopsense.baskets import counting as basket_count
+from shopsense.core import columns as C
+from shopsense.core import tables
+from shopsense.core.config import Conf
+from shopsense.core.runs import JobRun
 
 JOB = "basket_rules"
 LEVELS = ("sku", "category")
@@ -268,7 +268,7 @@ def frequent_itemsets(basket_df: DataFrame, count: int, n_baskets: int,
 
 # Level-wise counting (algorithm "levelwise"): the frequent items first (Arrow value counts per
 # batch, summed by Spark), then one pass over the baskets per itemset size k >= 2, in which every
-# partition counts the k-combinations that can still be frequent with numpy (shopsense.basket_count:
+# partition counts the k-combinations that can still be frequent with numpy (shopsense.baskets.counting:
 # integer-coded items, Apriori pruning against the frequent itemsets of the sizes below) and yields
 # partial counts that a Spark aggregation sums. The driver holds the frequent items and the keys of
 # the frequent itemsets below max_itemset_length (for pruning): bounded by the catalogue and the

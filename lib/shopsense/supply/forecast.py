@@ -1,7 +1,7 @@
 """Forecast: gold.sku_daily_demand -> gold.demand_forecast, gold.forecast_accuracy,
 gold.forecast_accuracy_summary.
 
-The per-SKU models are the plain pandas functions of :mod:`shopsense.forecast_models`, run by
+The per-SKU models are the plain pandas functions of :mod:`shopsense.supply.forecast_models`, run by
 ``groupBy(sku).applyInPandas`` with their declared output schemas and the parameters bound with
 ``functools.partial``. They never raise: a SKU whose fit fails, does not converge or runs past
 its time budget gets a fallback forecast with ``status = "fallback"`` and the ``reason``.
@@ -11,7 +11,7 @@ Only active SKUs are forecast: those with positive net units on at least one day
 its zero-filled daily demand up to the as-of date, so every forecast starts the day after it.
 
 Parallelism: every SKU is fitted once, in ONE ``applyInPandas`` pass that returns its forecast
-rows and its backtest row together (:func:`shopsense.forecast_models.forecast_and_backtest_one_sku`);
+rows and its backtest row together (:func:`shopsense.supply.forecast_models.forecast_and_backtest_one_sku`);
 the result is persisted and split into the two tables, so no SKU's history is shipped to Python
 twice and the tasks' tail (the last, unevenly sized tasks) is paid once. Before grouping, the
 history is hash-partitioned by SKU into ``forecast.partitions`` partitions (0: four per task
@@ -33,15 +33,15 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from shopsense import columns as C
-from shopsense import tables
-from shopsense.config import Conf
-from shopsense.demand import UNITS
-from shopsense.forecast_models import (ACCURACY_SCHEMA, COMBINED_SCHEMA, FORECAST_SCHEMA, KIND,
+from shopsense.core import columns as C
+from shopsense.core import tables
+from shopsense.core.config import Conf
+from shopsense.supply.demand import UNITS
+from shopsense.supply.forecast_models import (ACCURACY_SCHEMA, COMBINED_SCHEMA, FORECAST_SCHEMA, KIND,
                                        ForecastParams, backtest_one_sku,
                                        forecast_and_backtest_one_sku, forecast_one_sku,
                                        schema_fields)
-from shopsense.runs import JobRun
+from shopsense.core.runs import JobRun
 
 AS_OF = "as_of"
 HORIZON_DAY = "horizon_day"
@@ -152,7 +152,7 @@ def _finite(col: str) -> Column:
 
 
 def overall_accuracy_columns() -> list[Column]:
-    """Aggregate expressions mirroring :func:`shopsense.forecast_models.overall_accuracy`, to be
+    """Aggregate expressions mirroring :func:`shopsense.supply.forecast_models.overall_accuracy`, to be
     applied to backtest rows with ``n_points > 0`` (sums over SKUs divided by the number of
     points; MASE the mean of the finite per-SKU values)."""
     n = F.sum("n_points")

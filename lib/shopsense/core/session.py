@@ -8,7 +8,7 @@ import os
 import sys
 from importlib import resources
 
-from shopsense.config import Conf, resolve_path
+from shopsense.core.config import Conf, resolve_path
 
 DELTA_EXTENSION = "io.delta.sql.DeltaSparkSessionExtension"
 DELTA_CATALOG = "org.apache.spark.sql.delta.catalog.DeltaCatalog"
@@ -19,7 +19,7 @@ SINGLE_THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS
 
 
 def _log4j_file() -> str:
-    return str(resources.files("shopsense").joinpath("log4j2.properties"))
+    return str(resources.files("shopsense.core").joinpath("log4j2.properties"))
 
 
 def _jar_list(jars: str) -> str:

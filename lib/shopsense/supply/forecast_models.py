@@ -58,7 +58,7 @@ from statsmodels.tools.sm_exceptions import ConvergenceWarning
 from statsmodels.tsa.statespace.sarimax import SARIMAX
 from statsmodels.tsa.stattools import kpss
 
-from shopsense.columns import DATE, SKU
+from shopsense.core.columns import DATE, SKU
 
 UNITS = "units"
 

@@ -18,10 +18,10 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from shopsense import columns as C
-from shopsense import tables
-from shopsense.config import Conf, resolve_path
-from shopsense.runs import JobRun
+from shopsense.core import columns as C
+from shopsense.core import tables
+from shopsense.core.config import Conf, resolve_path
+from shopsense.core.runs import JobRun
 
 DEV_PSEUDONYM_KEY = "shopsense-local-development-key-not-secret"
 ROW_HASH = "row_hash"

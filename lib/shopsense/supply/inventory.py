@@ -23,7 +23,7 @@ Per SKU (docs/inventory.md has the whole story):
   order is the smallest multiple of Q that lifts it above s. Status ``reorder now``, ``ok``,
   ``overstock`` (no demand but stock, or position above s + Q and more than
   ``overstock_cover_days`` of demand), ``no forecast`` (in the snapshot, not forecast).
-* **Simulation**: see :func:`simulation_policy` and :mod:`shopsense.inventory_sim`.
+* **Simulation**: see :func:`simulation_policy` and :mod:`shopsense.supply.replay`.
 
 Missing catalogue values, and SKUs missing from the snapshot, take the conf defaults
 (``inventory.defaults``); the ``defaults_used`` column lists them and the run record counts them.
@@ -39,14 +39,14 @@ from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from shopsense import columns as C
-from shopsense import tables
-from shopsense.config import Conf
-from shopsense.demand import AVG_PRICE, SALE_UNITS, UNITS
-from shopsense.inventory_sim import (LOSS_K_MAX, LOSS_K_MIN, SIMULATION_SCHEMA, SimParams,
+from shopsense.core import columns as C
+from shopsense.core import tables
+from shopsense.core.config import Conf
+from shopsense.supply.demand import AVG_PRICE, SALE_UNITS, UNITS
+from shopsense.supply.replay import (LOSS_K_MAX, LOSS_K_MIN, SIMULATION_SCHEMA, SimParams,
                                      normal_loss, inverse_normal_loss, simulate_one_sku,
                                      z_for_cycle_service)
-from shopsense.runs import JobRun
+from shopsense.core.runs import JobRun
 
 ABC = "abc_class"
 XYZ = "xyz_class"
@@ -507,7 +507,7 @@ def simulation_policy(spark: SparkSession, policy: DataFrame, demand: DataFrame,
 
 
 def simulate_skus(sim_policy: DataFrame, days: DataFrame, seed: int, partitions: int) -> DataFrame:
-    """Run :func:`shopsense.inventory_sim.simulate_one_sku` per SKU over ``days`` (sku, date,
+    """Run :func:`shopsense.supply.replay.simulate_one_sku` per SKU over ``days`` (sku, date,
     units) joined with the policy; returns SIMULATION_SCHEMA rows."""
     rows = days.select(C.SKU, C.DATE, UNITS).join(
         sim_policy.select(C.SKU, "reorder_point", "order_qty", C.LEAD_TIME_DAYS, C.LEAD_TIME_STD_DAYS),

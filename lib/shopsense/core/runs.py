@@ -11,8 +11,8 @@ from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
 
-from shopsense import tables
-from shopsense.config import Conf
+from shopsense.core import tables
+from shopsense.core.config import Conf
 
 
 def new_run_id(job: str) -> str:

@@ -11,8 +11,8 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from shopsense import columns as C
-from shopsense.config import Conf, resolve_path
+from shopsense.core import columns as C
+from shopsense.core.config import Conf, resolve_path
 
 RUN_COLUMNS = [T.StructField(C.RUN_ID, T.StringType(), False),
                T.StructField(C.COMPUTED_AT, T.TimestampType(), False)]
