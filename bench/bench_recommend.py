@@ -48,7 +48,7 @@ def make_matrix(n_users: int, n_items: int, n_interactions: int, seed: int) -> p
 
 
 def bench_shopsense(spark, df: pd.DataFrame, rank: int, iters: int, reg: float, alpha: float,
-                    k: int, num_blocks: int, als_conf: dict, block_mb: int,
+                    k: int, num_blocks: int, als_conf, block_mb: int,
                     spark_native: bool = False) -> tuple[float, float]:
     from pyspark.sql import functions as F
 
@@ -58,7 +58,7 @@ def bench_shopsense(spark, df: pd.DataFrame, rank: int, iters: int, reg: float, 
                                                F.col("strength").cast("float")).cache()
     ratings.count()
     # the job's ALS settings from conf (local.yaml: blocks = cores, memory-only storage)
-    params = {**als_conf, "max_iter": iters, "seed": 42}
+    params = als_conf.model_copy(update={"max_iter": iters, "seed": 42})
     t0 = time.perf_counter()
     model = R.fit_als(ratings, rank, reg, alpha, params, num_blocks)
     model.userFactors.count(), model.itemFactors.count()
@@ -139,7 +139,7 @@ def main() -> None:
           f"{rec['als']['checkpoint_interval']} iterations, scoring blocks of {rec['scoring']['block_mb']} MB",
           flush=True)
     s_train, s_score = bench_shopsense(spark, df, args.rank, args.iters, args.reg, args.alpha, args.k, blocks,
-                                        dict(rec["als"]), int(rec["scoring"]["block_mb"]), args.spark_native)
+                                        conf.recommend.als, conf.recommend.scoring.block_mb, args.spark_native)
     print(f"shopsense: train {s_train:.1f}s, score all {s_score:.1f}s", flush=True)
     spark.stop()
     if args.skip_implicit:

@@ -118,7 +118,7 @@ def main(argv=None) -> int:
                                    conf, "silver.order_lines"))
     silver = tables.read_table(spark, conf, "silver.order_lines")
     n_lines = silver.count()
-    as_of = FT.resolve_as_of(silver, None)
+    as_of = silver.agg(F.max("order_date")).first()[0]
     print(f"  silver.order_lines: {n_lines:,} lines, as of {as_of}")
 
     feat_path = f"{workdir}/features"

@@ -76,13 +76,13 @@ def test_item_names_keep_the_order_of_the_items(spark, conf):
     lines = spark.createDataFrame(pd.DataFrame(EDGE_LINES), schema=tables.ORDER_LINES)
     rules = spark.createDataFrame([(["A", "D"], ["B"]), (["ZZ"], ["A"])],
                                   "antecedent array<string>, consequent array<string>")
-    names = br.item_names(spark, conf, None, lines, "sku")
+    names = br.item_names(lines, "sku", None)
     got = rules.transform(br.with_item_names, names, "antecedent", "antecedent_names")
     expected = spark.createDataFrame(
         [(["A", "D"], ["B"], ["name A", "name D"]), (["ZZ"], ["A"], [None])],
         "antecedent array<string>, consequent array<string>, antecedent_names array<string>")
     assertDataFrameEqual(got, expected)
-    categories = br.item_names(spark, conf, None, lines, "category")
+    categories = br.item_names(lines, "category", None)
     assertDataFrameEqual(categories, spark.createDataFrame([("cat", "cat"), ("toys", "toys")],
                                                            "item string, name string"))
 
@@ -260,16 +260,15 @@ def test_threshold_above_all_baskets_writes_empty_tables(spark, conf_factory):
 
 
 @pytest.mark.parametrize("override, message", [
-    ("basket_rules.min_support=1.5", "min_support must be in"),
-    ("basket_rules.max_itemset_length=1", "max_itemset_length must be >= 2"),
-    ("basket_rules.min_support_count=0", "min_support_count must be >= 1"),
-    ("basket_rules.frequently_bought_together.min_confidence=-0.1", "min_confidence must be in"),
+    ("basket_rules.min_support=1.5", r"--set: basket_rules.min_support must be <= 1.0, got 1.5"),
+    ("basket_rules.max_itemset_length=1", "basket_rules.max_itemset_length must be >= 2, got 1"),
+    ("basket_rules.min_support_count=0", "basket_rules.min_support_count must be >= 1, got 0"),
+    ("basket_rules.frequently_bought_together.min_confidence=-0.1",
+     "basket_rules.frequently_bought_together.min_confidence must be >= 0.0, got -0.1"),
 ])
-def test_invalid_parameters_stop_before_any_write(spark, conf_factory, override, message):
-    conf = conf_factory(override)
-    with pytest.raises(br.BasketRulesError, match=message):
-        br.run(spark, conf)
-    assert not tables.table_exists(spark, conf, "gold.association_rules")
+def test_invalid_parameters_are_refused_with_the_conf(conf_factory, override, message):
+    with pytest.raises(ConfigError, match=message):
+        conf_factory(override)
 
 
 def test_invalid_level_is_a_config_error(conf_factory):
@@ -315,7 +314,7 @@ def test_planted_pairs_are_found_with_their_confidence(spark, conf):
     lines = silver_from_sample(sample.order_lines(spark, spec)).persist()
     basket_df = br.build_baskets(lines, params).persist()
     mined = br.mine(basket_df, params)
-    names = br.item_names(spark, conf, None, lines, "sku")
+    names = br.item_names(lines, "sku", None)
     named = (mined.rules.transform(br.with_item_names, names, "antecedent", "antecedent_names")
              .transform(br.with_item_names, names, "consequent", "consequent_names"))
     rules = named.filter(F.col("confidence") >= 0.1).select(

@@ -11,6 +11,7 @@ from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
 from shopsense.core import columns as C
+from shopsense.core.config import ConfigError
 from shopsense.supply import demand
 from shopsense.supply import forecast
 from shopsense.core import tables
@@ -108,9 +109,8 @@ def test_every_active_odd_sku_gets_horizon_rows_with_a_status(spark, conf_factor
     }
     conf = conf_factory("forecast.horizon=7", "forecast.backtest_windows=2",
                         "forecast.max_history_days=400", "forecast.arima_fit_days=200",
-                        "forecast.active_days=90")
-    tables.overwrite(demand_frame(spark, series, end), conf, "gold.sku_daily_demand",
-                     demand.SKU_DAILY_DEMAND)
+                        "forecast.active_days=90", f"as_of={end}")
+    tables.overwrite(demand_frame(spark, series, end), conf, "gold.sku_daily_demand")
     summary = forecast.run(spark, conf)
 
     fc = tables.read_table(spark, conf, "gold.demand_forecast")
@@ -160,11 +160,11 @@ def test_forecast_without_demand_table_fails_naming_it(spark, conf):
     assert [tuple(r) for r in runs] == [("forecast", "failed")]
 
 
-def test_invalid_forecast_parameters_are_named(spark, conf_factory):
-    with pytest.raises(ValueError, match="forecast.active_days must be >= 1, got 0"):
-        forecast.run(spark, conf_factory("forecast.active_days=0"))
-    with pytest.raises(ValueError, match="ForecastParams.horizon must be >= 1, got 0"):
-        forecast.run(spark, conf_factory("forecast.horizon=0"))
+def test_invalid_forecast_parameters_are_named(conf_factory):
+    with pytest.raises(ConfigError, match="--set: forecast.active_days must be >= 1, got 0"):
+        conf_factory("forecast.active_days=0")
+    with pytest.raises(ConfigError, match="--set: forecast.horizon must be >= 1, got 0"):
+        conf_factory("forecast.horizon=0")
 
 
 #: Small enough for about a minute of generate + ingest + demand + forecast, big enough for 24

@@ -6,6 +6,7 @@ from pyspark.sql import Window
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
+from shopsense.core.config import ConfigError
 from shopsense.recommend import als as recommend
 from shopsense.ingest import sample
 from shopsense.core import tables
@@ -101,6 +102,5 @@ def test_rerun_replaces_output_with_the_same_answer(spark, job):
 
 
 def test_bad_grid_stops_the_job(spark, tmp_path):
-    conf = make_conf(tmp_path / "warehouse", "recommend.grid.rank=[]")
-    with pytest.raises(recommend.RecommendError, match="grid needs at least one value"):
-        recommend.run(spark, conf)
+    with pytest.raises(ConfigError, match=r"--set: recommend.grid.rank needs at least 1 value\(s\), got \[\]"):
+        make_conf(tmp_path / "warehouse", "recommend.grid.rank=[]")

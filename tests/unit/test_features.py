@@ -90,17 +90,6 @@ def test_window_leaves_out_customers_without_lines_in_it(spark, order_lines):
     assertDataFrameEqual(got, expected, checkRowOrder=False)
 
 
-def test_as_of_defaults_to_last_order_date(order_lines):
-    assert FT.resolve_as_of(order_lines, None) == D(2024, 4, 2)
-    assert FT.resolve_as_of(order_lines, "2024-01-15") == D(2024, 1, 15)
-
-
-def test_as_of_of_empty_order_lines_is_an_error(spark):
-    empty = spark.createDataFrame([], schema=tables.ORDER_LINES)
-    with pytest.raises(FT.FeaturesError, match="no order lines"):
-        FT.resolve_as_of(empty, None)
-
-
 def test_missing_column_is_named(order_lines):
     with pytest.raises(FT.FeaturesError, match=r"lacks columns \['line_type'\]"):
         FT.customer_features(order_lines.drop(C.LINE_TYPE), AS_OF)

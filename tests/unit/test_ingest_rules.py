@@ -6,6 +6,7 @@ from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
 from shopsense.core import columns as C
+from shopsense.core.settings import OrdersSpec
 from shopsense.ingest.batch import (dedupe_exact, hmac_sha256_hex, normalise_customer_id, pseudonymise,
                               with_canonical, with_row_hash)
 
@@ -16,7 +17,7 @@ RAW_SCHEMA = ("InvoiceNo string, StockCode string, Description string, Quantity 
 MAPPING = {C.ORDER_ID: "InvoiceNo", C.SKU: "StockCode", C.PRODUCT_NAME: "Description",
            C.QUANTITY: "Quantity", C.ORDERED_AT: "InvoiceDate", C.UNIT_PRICE: "UnitPrice",
            C.CUSTOMER_ID: "CustomerID", C.COUNTRY: "Country", C.CATEGORY: None}
-SPEC = {"path": "x", "timestamp_format": "yyyy-MM-dd HH:mm:ss", "cancel_prefix": "C"}
+SPEC = OrdersSpec(path="x", timestamp_format="yyyy-MM-dd HH:mm:ss", cancel_prefix="C")
 
 
 def test_hmac_matches_python_hmac(spark):

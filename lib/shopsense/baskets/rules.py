@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -42,6 +42,7 @@ from shopsense.baskets import counting as basket_count
 from shopsense.core import columns as C
 from shopsense.core import tables
 from shopsense.core.config import Conf
+from shopsense.core.errors import require_columns
 from shopsense.core.runs import JobRun
 
 JOB = "basket_rules"
@@ -105,10 +106,6 @@ FREQUENTLY_BOUGHT_TOGETHER = T.StructType([
     *tables.RUN_COLUMNS,
 ])
 
-SCHEMAS = {"gold.association_rules": ASSOCIATION_RULES,
-           "gold.frequently_bought_together": FREQUENTLY_BOUGHT_TOGETHER}
-
-
 class BasketRulesError(ValueError):
     """Invalid basket-rules parameters or input: the message names what is wrong."""
 
@@ -132,56 +129,15 @@ class RuleParams:
 
     @classmethod
     def from_conf(cls, conf: Conf) -> RuleParams:
-        section = conf[JOB]
-        fbt = section["frequently_bought_together"]
-        params = cls(level=section["level"],
-                     algorithm=section["algorithm"],
-                     exclude_skus=tuple(str(s) for s in section["exclude_skus"]),
-                     max_basket_size=section["max_basket_size"],
-                     min_support=float(section["min_support"]),
-                     min_support_count=section["min_support_count"],
-                     min_confidence=float(section["min_confidence"]),
-                     max_itemset_length=section["max_itemset_length"],
-                     num_partitions=section["num_partitions"],
-                     fbt_top_n=fbt["top_n"],
-                     fbt_min_confidence=float(fbt["min_confidence"]),
-                     fbt_min_lift=float(fbt["min_lift"]))
-        params.validate()
-        return params
-
-    def validate(self) -> None:
-        """Raise :class:`BasketRulesError` naming the first parameter out of range."""
-        problems = []
-        if self.level not in LEVELS:
-            problems.append(f"level must be one of {', '.join(LEVELS)}, got {self.level!r}")
-        if self.algorithm not in ALGORITHMS:
-            problems.append(f"algorithm must be one of {', '.join(ALGORITHMS)}, got {self.algorithm!r}")
-        if not 0 < self.min_support <= 1:
-            problems.append(f"min_support must be in (0, 1] (a fraction of baskets), got {self.min_support}")
-        if self.min_support_count is not None and self.min_support_count < 1:
-            problems.append(f"min_support_count must be >= 1 orders, got {self.min_support_count}")
-        if not 0 <= self.min_confidence <= 1:
-            problems.append(f"min_confidence must be in [0, 1], got {self.min_confidence}")
-        if self.max_itemset_length < 2:
-            problems.append(f"max_itemset_length must be >= 2 (a rule needs two items), "
-                            f"got {self.max_itemset_length}")
-        if self.max_basket_size < 1:
-            problems.append(f"max_basket_size must be >= 1, got {self.max_basket_size}")
-        if self.num_partitions is not None and self.num_partitions < 1:
-            problems.append(f"num_partitions must be >= 1, got {self.num_partitions}")
-        if self.fbt_top_n < 1:
-            problems.append(f"frequently_bought_together.top_n must be >= 1, got {self.fbt_top_n}")
-        if not 0 <= self.fbt_min_confidence <= 1:
-            problems.append(f"frequently_bought_together.min_confidence must be in [0, 1], "
-                            f"got {self.fbt_min_confidence}")
-        if problems:
-            raise BasketRulesError(f"{JOB}: " + "; ".join(problems))
-
-
-def _require(df: DataFrame, cols: list[str], what: str) -> None:
-    missing = [c for c in cols if c not in df.columns]
-    if missing:
-        raise BasketRulesError(f"{what} lacks columns {missing}; it has {df.columns}")
+        """The parameters of conf's (validated) ``basket_rules`` section."""
+        s = conf.basket_rules
+        fbt = s.frequently_bought_together
+        return cls(level=s.level, algorithm=s.algorithm, exclude_skus=tuple(s.exclude_skus),
+                   max_basket_size=s.max_basket_size, min_support=s.min_support,
+                   min_support_count=s.min_support_count, min_confidence=s.min_confidence,
+                   max_itemset_length=s.max_itemset_length, num_partitions=s.num_partitions,
+                   fbt_top_n=fbt.top_n, fbt_min_confidence=fbt.min_confidence,
+                   fbt_min_lift=fbt.min_lift)
 
 
 # --- baskets -----------------------------------------------------------------------------------
@@ -189,7 +145,8 @@ def _require(df: DataFrame, cols: list[str], what: str) -> None:
 def filter_basket_lines(lines: DataFrame, exclude_skus: tuple[str, ...] | list[str] = ()) -> DataFrame:
     """The order lines that make baskets: sales (no returns or cancellations) of products
     (``is_product``), without the SKUs in ``exclude_skus``. Guest orders count."""
-    _require(lines, [C.ORDER_ID, C.SKU, C.LINE_TYPE, C.IS_PRODUCT, C.QUANTITY], "order lines")
+    require_columns(lines, [C.ORDER_ID, C.SKU, C.LINE_TYPE, C.IS_PRODUCT, C.QUANTITY], "order lines",
+                    BasketRulesError)
     keep = ((F.col(C.LINE_TYPE) == C.LINE_SALE) & F.col(C.IS_PRODUCT)
             & (F.col(C.QUANTITY) > 0) & F.col(C.SKU).isNotNull())
     if exclude_skus:
@@ -203,14 +160,14 @@ def with_item(lines: DataFrame, level: str = "sku") -> DataFrame:
     if level == "sku":
         return lines.withColumn(ITEM, F.col(C.SKU))
     if level == "category":
-        _require(lines, [C.CATEGORY], "order lines")
+        require_columns(lines, [C.CATEGORY], "order lines", BasketRulesError)
         return lines.withColumn(ITEM, F.col(C.CATEGORY)).filter(F.col(ITEM).isNotNull())
     raise BasketRulesError(f"level must be one of {', '.join(LEVELS)}, got {level!r}")
 
 
 def baskets(lines: DataFrame) -> DataFrame:
     """One row per order: ``order_id``, ``items`` (the distinct items, sorted) and ``n_items``."""
-    _require(lines, [C.ORDER_ID, ITEM], "basket lines")
+    require_columns(lines, [C.ORDER_ID, ITEM], "basket lines", BasketRulesError)
     return (lines.groupBy(C.ORDER_ID)
             .agg(F.array_sort(F.collect_set(ITEM)).alias(ITEMS))
             .withColumn(N_ITEMS, F.size(ITEMS)))
@@ -405,19 +362,15 @@ def frequently_bought_together(rules: DataFrame, top_n: int, min_confidence: flo
             .filter(F.col(RANK) <= top_n))
 
 
-def item_names(spark: SparkSession, conf: Conf, run: JobRun | None, lines: DataFrame,
-               level: str) -> DataFrame:
+def item_names(lines: DataFrame, level: str, products: DataFrame | None) -> DataFrame:
     """``item``, ``name``: product names from silver.products (or, without it, the latest name in
     the order lines); at level ``category`` the category is its own name."""
     if level == "category":
         return (lines.select(F.col(C.CATEGORY).alias(ITEM)).filter(F.col(ITEM).isNotNull())
                 .distinct().withColumn("name", F.col(ITEM)))
-    if tables.table_exists(spark, conf, "silver.products"):
-        products = run.read("silver.products") if run else tables.read_table(spark, conf, "silver.products")
+    if products is not None:
         return products.select(F.col(C.SKU).alias(ITEM), F.col(C.PRODUCT_NAME).alias("name")).filter(
             F.col(ITEM).isNotNull())
-    if run:
-        run.note("no silver.products: product names taken from the latest order line of each SKU")
     return (lines.groupBy(F.col(C.SKU).alias(ITEM))
             .agg(F.max_by(C.PRODUCT_NAME, C.ORDERED_AT).alias("name")))
 
@@ -442,7 +395,7 @@ def mine(basket_df: DataFrame, params: RuleParams) -> Mined:
     """Mine baskets (from :func:`build_baskets`; oversized ones are left out and counted).
     Returns the basket counts and persisted candidate rules; ``rules`` is None when no itemset
     can be frequent (no baskets, or a count threshold above the number of baskets)."""
-    _require(basket_df, [ITEMS, N_ITEMS, "oversized"], "baskets")
+    require_columns(basket_df, [ITEMS, N_ITEMS, "oversized"], "baskets", BasketRulesError)
     counts = basket_df.agg(F.count_if(~F.col("oversized")).alias("n"),
                            F.count_if(F.col("oversized")).alias("big")).first()
     n_baskets, n_oversized = int(counts["n"] or 0), int(counts["big"] or 0)
@@ -469,12 +422,13 @@ def _empty(spark: SparkSession, schema: T.StructType) -> DataFrame:
 
 
 def run(spark: SparkSession, conf: Conf) -> dict:
-    """Mine association rules from silver.order_lines; write gold.association_rules and
-    gold.frequently_bought_together (whole-table replace). Returns the run summary; metrics
-    hold the basket counts (mined, oversized), the count threshold, itemsets and rules."""
+    """Mine association rules from the order lines up to the as-of date; write
+    gold.association_rules and gold.frequently_bought_together (whole-table replace). Returns
+    the run summary; metrics hold the basket counts (mined, oversized), the count threshold,
+    itemsets and rules."""
     params = RuleParams.from_conf(conf)
-    with JobRun(spark, conf, JOB, asdict(params)) as run:
-        lines = run.read("silver.order_lines")
+    with JobRun(spark, conf, JOB, conf.basket_rules) as run:
+        lines = run.read("silver.order_lines").filter(F.col(C.ORDER_DATE) <= F.lit(run.as_of()))
         if params.level == "category" and C.CATEGORY not in lines.columns:
             raise BasketRulesError("level category needs a category column in silver.order_lines")
         basket_df = build_baskets(lines, params).persist(StorageLevel.MEMORY_AND_DISK)
@@ -482,41 +436,42 @@ def run(spark: SparkSession, conf: Conf) -> dict:
             mined = mine(basket_df, params)
         finally:
             basket_df.unpersist()
-        stamp = lambda df: (df.withColumn(LEVEL, F.lit(params.level))  # noqa: E731
-                            .withColumn(C.RUN_ID, F.lit(run.run_id))
-                            .withColumn(C.COMPUTED_AT, F.lit(run.computed_at)))
         try:
-            if mined.rules is None:
-                run.note(f"no itemset can reach {mined.min_count} of {mined.n_baskets} baskets: "
-                         f"empty outputs")
-                rules = _empty(spark, ASSOCIATION_RULES)
-                fbt = _empty(spark, FREQUENTLY_BOUGHT_TOGETHER)
-                n_itemsets = 0
-            else:
-                names = item_names(spark, conf, run, lines, params.level).dropDuplicates([ITEM])
-                named = (mined.rules
-                         .transform(with_item_names, names, ANTECEDENT, ANTECEDENT_NAMES)
-                         .transform(with_item_names, names, CONSEQUENT, CONSEQUENT_NAMES))
-                rules = stamp(named.filter(F.col(CONFIDENCE) >= params.min_confidence))
-                fbt = stamp(frequently_bought_together(named, params.fbt_top_n,
-                                                       params.fbt_min_confidence, params.fbt_min_lift))
-                # at most max_itemset_length items: fpgrowth mines longer ones, levelwise does not
-                n_itemsets = mined.itemsets.filter(F.size(ITEMS) <= params.max_itemset_length).count()
-            tables.overwrite(rules, conf, "gold.association_rules", ASSOCIATION_RULES)
-            tables.overwrite(fbt, conf, "gold.frequently_bought_together", FREQUENTLY_BOUGHT_TOGETHER)
+            products = run.read_optional("silver.products", "product names taken from the latest "
+                                         "order line of each SKU") if params.level == "sku" else None
+            rules, fbt, n_itemsets = named_outputs(spark, mined, params, item_names(lines, params.level, products))
+            run.rows_out = run.write(rules.withColumn(LEVEL, F.lit(params.level)), "gold.association_rules")
+            n_fbt = run.write(fbt.withColumn(LEVEL, F.lit(params.level)), "gold.frequently_bought_together")
         finally:
             mined.unpersist()
-        n_rules = tables.read_table(spark, conf, "gold.association_rules").count()
-        n_fbt = tables.read_table(spark, conf, "gold.frequently_bought_together").count()
+        if mined.rules is None:
+            run.note(f"no itemset can reach {mined.min_count} of {mined.n_baskets} baskets: empty outputs")
         if mined.n_oversized:
-            run.note(f"{mined.n_oversized} baskets with more than {params.max_basket_size} items "
+            run.note(f"{mined.n_oversized:,} baskets with more than {params.max_basket_size} items "
                      f"left out of mining")
         run.rows_in = mined.n_baskets + mined.n_oversized
-        run.rows_out = n_rules
         run.metric("baskets_mined", mined.n_baskets)
         run.metric("baskets_oversized", mined.n_oversized)
         run.metric("min_count", mined.min_count)
         run.metric("frequent_itemsets", n_itemsets)
         run.metric("frequently_bought_together_rows", n_fbt)
-        run.metric("rules", n_rules, key=True)
+        run.metric("rules", run.rows_out, key=True)
     return run.summary()
+
+
+def named_outputs(spark: SparkSession, mined: Mined, params: RuleParams,
+                  names: DataFrame) -> tuple[DataFrame, DataFrame, int]:
+    """(rules above min_confidence, frequently bought together, frequent itemsets counted),
+    with item names; empty frames when nothing was mined."""
+    if mined.rules is None:
+        return _empty(spark, ASSOCIATION_RULES), _empty(spark, FREQUENTLY_BOUGHT_TOGETHER), 0
+    names = names.dropDuplicates([ITEM])
+    named = (mined.rules
+             .transform(with_item_names, names, ANTECEDENT, ANTECEDENT_NAMES)
+             .transform(with_item_names, names, CONSEQUENT, CONSEQUENT_NAMES))
+    rules = named.filter(F.col(CONFIDENCE) >= params.min_confidence)
+    fbt = frequently_bought_together(named, params.fbt_top_n, params.fbt_min_confidence,
+                                     params.fbt_min_lift)
+    # at most max_itemset_length items: fpgrowth mines longer ones, levelwise does not
+    n_itemsets = mined.itemsets.filter(F.size(ITEMS) <= params.max_itemset_length).count()
+    return rules, fbt, n_itemsets

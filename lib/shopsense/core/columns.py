@@ -50,3 +50,25 @@ CATALOGUE_COLUMNS = (SKU, PRODUCT_NAME, CATEGORY, UNIT_PRICE, UNIT_COST, LEAD_TI
 INVENTORY_COLUMNS = (SKU, ON_HAND, ON_ORDER, AS_OF)
 
 DATE = "date"
+
+# Customer features (gold.customer_features).
+HAS_ORDERS = "has_orders"
+FIRST_ORDER_DATE = "first_order_date"
+LAST_ORDER_DATE = "last_order_date"
+RECENCY_DAYS = "recency_days"
+FREQUENCY = "frequency"
+MONETARY = "monetary"
+SALES_REVENUE = "sales_revenue"
+RETURNED_REVENUE = "returned_revenue"
+TENURE_DAYS = "tenure_days"
+AVG_ORDER_VALUE = "avg_order_value"
+ITEMS_PER_ORDER = "items_per_order"
+RETURN_RATE = "return_rate"
+DISTINCT_SKUS = "distinct_skus"
+DISTINCT_CATEGORIES = "distinct_categories"
+MEAN_DAYS_BETWEEN_ORDERS = "mean_days_between_orders"
+
+# The numeric behaviour features, in table order (the segment job profiles all of them).
+NUMERIC_FEATURES = (RECENCY_DAYS, FREQUENCY, MONETARY, SALES_REVENUE, RETURNED_REVENUE,
+                    TENURE_DAYS, AVG_ORDER_VALUE, ITEMS_PER_ORDER, RETURN_RATE, DISTINCT_SKUS,
+                    DISTINCT_CATEGORIES, MEAN_DAYS_BETWEEN_ORDERS)

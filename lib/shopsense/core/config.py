@@ -15,50 +15,12 @@ from typing import Any, Iterable, Mapping
 
 import yaml
 
-from shopsense.core import columns as C
+from shopsense.core.settings import Settings
 
 REQUIRED = "???"
 SET_ORIGIN = "--set"
-
-# Keys whose base default is null, and the type a value must have when one is given.
-NULLABLE_TYPES: dict[str, type] = {
-    "report.path": str,
-    "as_of": str,
-    "spark.master": str,
-    "spark.jars": str,
-    "spark.checkpoint_dir": str,
-    "features.window_days": int,
-    "segment.k": int,
-    "segment.model_path": str,
-    "basket_rules.min_support_count": int,
-    "basket_rules.num_partitions": int,
-    "recommend.recency_half_life_days": float,
-    "recommend.events.source": str,
-}
-# Keys whose value is restricted to a fixed set.
-CHOICES: dict[str, tuple[str, ...]] = {
-    "log_level": ("ALL", "DEBUG", "INFO", "WARN", "ERROR", "FATAL", "OFF"),
-    "spark.python": ("driver", "inherit"),
-    "basket_rules.level": ("sku", "category"),
-    "basket_rules.algorithm": ("levelwise", "fpgrowth"),
-    "forecast.information_criterion": ("aic", "bic"),
-    "forecast.intermittent_method": ("tsb", "croston"),
-    "recommend.strength": ("log1p", "quantity"),
-    "recommend.select_by": ("precision", "recall", "ndcg", "map", "hit_rate"),
-    "recommend.als.intermediate_storage": ("MEMORY_ONLY", "MEMORY_AND_DISK", "MEMORY_ONLY_SER",
-                                           "MEMORY_AND_DISK_SER", "DISK_ONLY"),
-    "recommend.als.final_storage": ("MEMORY_ONLY", "MEMORY_AND_DISK", "MEMORY_ONLY_SER",
-                                    "MEMORY_AND_DISK_SER", "DISK_ONLY"),
-    "inventory.service_measure": ("fill_rate", "cycle"),
-}
 # Maps whose keys the user names (each value is a scalar).
 OPEN_MAPS = ("spark.conf",)
-
-FILE_FORMATS = ("csv", "parquet", "json")
-SOURCE_PARTS = {"orders": C.ORDER_COLUMNS, "catalogue": C.CATALOGUE_COLUMNS,
-                "inventory": C.INVENTORY_COLUMNS}
-FILE_SPEC_KEYS = {"path": str, "format": str, "options": dict, "columns": dict,
-                  "timestamp_format": str, "cancel_prefix": str}
 
 
 class ConfigError(ValueError):
@@ -139,7 +101,7 @@ def parse_set(item: str) -> tuple[str, Any]:
         raise ConfigError(f"--set {item!r}: empty key")
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
+    except (yaml.YAMLError, ValueError):  # ValueError: a date-like value such as 2024-13-45
         value = raw
     if isinstance(value, (dt.date, dt.datetime)):  # dates in conf are strings (as_of=2024-03-31)
         value = raw.strip()
@@ -161,9 +123,17 @@ def _nest(dotted: str, value: Any) -> dict:
 
 
 class Conf(dict):
-    """The validated configuration: a plain nested dict plus where each value came from."""
+    """The validated configuration: the merged mapping as written (``conf["warehouse"]``), where
+    each value came from, and the typed sections (``conf.forecast.horizon``, see
+    :mod:`shopsense.core.settings`) that jobs read."""
 
     origins: dict[str, str]
+    settings: Settings
+
+    def __getattr__(self, name: str) -> Any:
+        if name in Settings.model_fields and "settings" in self.__dict__:
+            return getattr(self.__dict__["settings"], name)
+        raise AttributeError(name)
 
     def get_path(self, dotted: str, default: Any = None) -> Any:
         node: Any = self
@@ -178,8 +148,7 @@ class Conf(dict):
 
     @property
     def is_local(self) -> bool:
-        master = self.get_path("spark.master") or ""
-        return master.startswith("local")
+        return (self.settings.spark.master or "").startswith("local")
 
 
 def load_conf(files: Iterable[str | Path] = (), overrides: Iterable[str] = (),
@@ -198,119 +167,105 @@ def load_conf(files: Iterable[str | Path] = (), overrides: Iterable[str] = (),
         _merge(merged, _nest(key, value), SET_ORIGIN, origins)
     conf = Conf(merged)
     conf.origins = origins
-    _validate(conf, base_tree)
+    _validate(conf)
     return conf
 
 
-def _type_name(t: type) -> str:
-    return {str: "a string", int: "an integer", float: "a number", bool: "true or false",
-            list: "a list", dict: "a mapping"}.get(t, t.__name__)
+_TYPE_NAMES = {"int_type": "an integer", "float_type": "a number", "bool_type": "true or false",
+               "string_type": "a string", "list_type": "a list", "dict_type": "a mapping",
+               "model_type": "a mapping", "model_attributes_type": "a mapping"}
 
 
-def _check_type(conf: Conf, dotted: str, value: Any, expected: type) -> None:
-    ok = isinstance(value, expected)
-    if expected is int and isinstance(value, bool):
-        ok = False
-    if expected is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        ok = True
-    if not ok:
-        raise ConfigError(f"{conf.origin(dotted)}: {dotted} must be {_type_name(expected)}, "
-                          f"got {value!r}")
+def _first_origin(conf: Conf, dotted: str) -> str:
+    """Where ``dotted`` was set; for a whole section, the last overlay that set a key in it."""
+    inside = [o for k, o in conf.origins.items() if k.startswith(dotted + ".") or not dotted]
+    if dotted in conf.origins and not inside:
+        return conf.origins[dotted]
+    overlays = [o for o in inside if o != str(base_conf_path())]
+    if overlays or inside or "." not in dotted:
+        return (overlays or inside or [conf.origin(dotted)])[-1]
+    return _first_origin(conf, dotted.rsplit(".", 1)[0])
 
 
-def _validate(conf: Conf, base_tree: dict) -> None:
-    _validate_tree(conf, conf, base_tree, "")
-    _validate_sources(conf)
-    for dotted, choices in CHOICES.items():
-        value = conf.get_path(dotted)
-        if value is not None and value not in choices:
-            raise ConfigError(f"{conf.origin(dotted)}: {dotted} must be one of "
-                              f"{', '.join(choices)}, got {value!r}")
-    source = conf.get_path("ingest.source")
-    if source not in conf.get("sources", {}):
-        raise ConfigError(f"{conf.origin('ingest.source')}: ingest.source names {source!r}, which is "
-                          f"not among sources: {', '.join(sorted(conf.get('sources', {})))}")
-    as_of = conf.get_path("as_of")
-    if as_of is not None:
-        try:
-            dt.date.fromisoformat(str(as_of))
-        except ValueError:
-            raise ConfigError(f"{conf.origin('as_of')}: as_of must be a date YYYY-MM-DD, "
-                              f"got {as_of!r}") from None
+def _known_keys(dotted: str) -> str:
+    from pydantic import BaseModel
+
+    model: Any = Settings
+    for part in dotted.split(".")[:-1]:
+        field = model.model_fields.get(part) if isinstance(model, type) else None
+        if field is None:
+            return "none"
+        annotation = field.annotation
+        args = [a for a in getattr(annotation, "__args__", ()) if isinstance(a, type)]
+        model = next((a for a in [annotation, *args] if isinstance(a, type) and issubclass(a, BaseModel)), None)
+        if model is None:  # a user-named map (sources.<name>): the next part is the name
+            return "none"
+    return ", ".join(model.model_fields)
 
 
-def _validate_tree(conf: Conf, node: Mapping, base_node: Mapping, prefix: str) -> None:
+def _message(conf: Conf, error: dict) -> str:
+    """One line for a pydantic error: the file, the dotted key, what it must be, what it got."""
+    loc = [str(p) for p in error["loc"] if not str(p).startswith(("function-", "constrained-"))]
+    kind, value = error["type"], error.get("input")
+    if loc and loc[-1] in ("str", "int", "float", "bool") and len(loc) > 1:  # a Scalar union
+        dotted = ".".join(loc[:-1])
+        return (f"{_first_origin(conf, dotted)}: {dotted} must be a single value (text, a number "
+                f"or true/false), got {value!r}")
+    dotted = ".".join(loc)
+    where = _first_origin(conf, dotted)
+    if kind == "extra_forbidden":
+        known = _known_keys(dotted) if not dotted.startswith("sources.") else _source_keys(loc)
+        return f"{where}: unknown key {dotted!r} (known keys here: {known})"
+    if kind == "missing":
+        return f"{where}: {dotted} is required"
+    if kind in _TYPE_NAMES:
+        return f"{where}: {dotted} must be {_TYPE_NAMES[kind]}, got {value!r}"
+    if kind in ("literal_error", "enum"):
+        choices = error.get("ctx", {}).get("expected", "").replace("'", "").replace(" or ", ", ")
+        return f"{where}: {dotted} must be one of {choices}, got {value!r}"
+    ctx = error.get("ctx", {})
+    for bound, symbol in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")):
+        if bound in ctx and kind.startswith(("greater", "less")):
+            return f"{where}: {dotted} must be {symbol} {ctx[bound]}, got {value!r}"
+    if kind == "too_short":
+        return f"{where}: {dotted} needs at least {ctx.get('min_length')} value(s), got {value!r}"
+    if kind == "too_long":
+        return f"{where}: {dotted} takes at most {ctx.get('max_length')} value(s), got {value!r}"
+    text = error["msg"].removeprefix("Value error, ")
+    if text.startswith(".") and ": " in text:  # a validator naming the key below its field
+        key, text = text[1:].split(": ", 1)
+        dotted = f"{dotted}.{key}" if dotted else key
+        where = _first_origin(conf, dotted)
+    if text.startswith(("must ", "is ", "needs ", "names ")):
+        return f"{where}: {dotted} {text}"
+    return f"{where}: {dotted + ': ' if dotted else ''}{text}"
+
+
+def _source_keys(loc: list[str]) -> str:
+    from shopsense.core.settings import OrdersSpec, SourceSpec
+
+    return ", ".join(SourceSpec.model_fields if len(loc) <= 3 else OrdersSpec.model_fields)
+
+
+def _required_left_open(conf: Conf, node: Mapping, prefix: str = "") -> None:
     for key, value in node.items():
         dotted = f"{prefix}{key}"
-        if dotted == "sources":
-            continue  # validated by _validate_sources: the user names the sources
-        if key not in base_node:
-            known = ", ".join(sorted(str(k) for k in base_node)) or "none"
-            raise ConfigError(f"{conf.origin(dotted)}: unknown key {dotted!r} "
-                              f"(known keys here: {known})")
-        default = base_node[key]
         if value == REQUIRED:
             raise ConfigError(f"{conf.origin(dotted)}: {dotted} is required and has no value "
                               f"(set it in an overlay or with --set {dotted}=...)")
-        if dotted in OPEN_MAPS:
-            _check_type(conf, dotted, value, dict)
-            for sub, subval in value.items():
-                if isinstance(subval, (dict, list)):
-                    raise ConfigError(f"{conf.origin(f'{dotted}.{sub}')}: {dotted}.{sub} must be "
-                                      f"a single value, got {subval!r}")
-            continue
-        if isinstance(default, dict):
-            _check_type(conf, dotted, value, dict)
-            _validate_tree(conf, value, default, dotted + ".")
-        elif default is None or default == REQUIRED:
-            expected = NULLABLE_TYPES.get(dotted, str)
-            if value is not None:
-                _check_type(conf, dotted, value, expected)
-        else:
-            if value is None:
-                raise ConfigError(f"{conf.origin(dotted)}: {dotted} must be "
-                                  f"{_type_name(type(default))}, got null")
-            _check_type(conf, dotted, value, type(default))
+        if isinstance(value, Mapping) and dotted not in OPEN_MAPS:
+            _required_left_open(conf, value, dotted + ".")
 
 
-def _validate_sources(conf: Conf) -> None:
-    sources = conf.get("sources")
-    _check_type(conf, "sources", sources, dict)
-    for name, spec in sources.items():
-        where = f"sources.{name}"
-        _check_type(conf, where, spec, dict)
-        if "orders" not in spec:
-            raise ConfigError(f"{conf.origin(where)}: {where}.orders is required "
-                              f"(the order lines file spec)")
-        for part, file_spec in spec.items():
-            dotted = f"{where}.{part}"
-            if part not in SOURCE_PARTS:
-                raise ConfigError(f"{conf.origin(dotted)}: unknown key {dotted!r} "
-                                  f"(known keys here: {', '.join(SOURCE_PARTS)})")
-            _validate_file_spec(conf, dotted, file_spec, SOURCE_PARTS[part])
+def _validate(conf: Conf) -> None:
+    """Type the merged mapping into :class:`Settings`; raises ConfigError on the first problem."""
+    from pydantic import ValidationError
 
-
-def _validate_file_spec(conf: Conf, where: str, spec: Any, canonical: tuple[str, ...]) -> None:
-    _check_type(conf, where, spec, dict)
-    for key, value in spec.items():
-        dotted = f"{where}.{key}"
-        if key not in FILE_SPEC_KEYS:
-            raise ConfigError(f"{conf.origin(dotted)}: unknown key {dotted!r} "
-                              f"(known keys here: {', '.join(FILE_SPEC_KEYS)})")
-        if value is not None:
-            _check_type(conf, dotted, value, FILE_SPEC_KEYS[key])
-    if not spec.get("path") or spec.get("path") == REQUIRED:
-        raise ConfigError(f"{conf.origin(where)}: {where}.path is required")
-    fmt = spec.get("format", "csv")
-    if fmt not in FILE_FORMATS:
-        raise ConfigError(f"{conf.origin(where + '.format')}: {where}.format must be one of "
-                          f"{', '.join(FILE_FORMATS)}, got {fmt!r}")
-    for canon, source_col in (spec.get("columns") or {}).items():
-        dotted = f"{where}.columns.{canon}"
-        if canon not in canonical:
-            raise ConfigError(f"{conf.origin(dotted)}: {dotted}: {canon!r} is not a canonical "
-                              f"column (expected one of {', '.join(canonical)})")
-        _check_type(conf, dotted, source_col, str)
+    _required_left_open(conf, conf)
+    try:
+        conf.settings = Settings.model_validate(dict(conf))
+    except ValidationError as exc:
+        raise ConfigError(_message(conf, exc.errors()[0])) from None
 
 
 def resolve_path(path: str) -> str:

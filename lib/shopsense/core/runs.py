@@ -1,4 +1,11 @@
-"""Run records: every job writes one row to gold.job_runs, on success and on failure."""
+"""The job context: the one piece of plumbing every job uses.
+
+A job's ``run`` opens a :class:`JobRun` and does everything with tables through it: reading
+(recording each input's Delta version), resolving the as-of date (one resolver for every job,
+recorded in the run record), stamping and writing outputs against the one table registry (rows
+written taken from the Delta commit), and on exit one row in gold.job_runs, on success and on
+failure.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +18,7 @@ from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
 
+from shopsense.core import columns as C
 from shopsense.core import tables
 from shopsense.core.config import Conf
 
@@ -24,6 +32,21 @@ def _log(message: str) -> None:
     print(f"[shopsense] {message}", file=sys.stderr, flush=True)
 
 
+def format_value(value: float) -> str:
+    """A metric for people: counts as integers with thousands separators, the rest to 4
+    significant digits."""
+    if float(value).is_integer() and abs(value) < 1e15:
+        return f"{int(value):,}"
+    return f"{value:.4g}"
+
+
+def _plain(parameters: Any) -> dict:
+    """Parameters as a JSON-ready mapping (a typed conf section or a dict)."""
+    if hasattr(parameters, "model_dump"):
+        return parameters.model_dump(mode="json")
+    return dict(parameters or {})
+
+
 class JobRun:
     """Context manager around one job run.
 
@@ -33,12 +56,13 @@ class JobRun:
     starts and one when it ends.
     """
 
-    def __init__(self, spark: SparkSession, conf: Conf, job: str, parameters: dict | None = None):
+    def __init__(self, spark: SparkSession, conf: Conf, job: str, parameters: Any = None):
         self.spark = spark
         self.conf = conf
         self.job = job
         self.run_id = new_run_id(job)
-        self.parameters = parameters or {}
+        self.parameters = _plain(parameters)
+        self._as_of: dt.date | None = None
         self.input_versions: dict[str, int] = {}
         self.rows_in: int | None = None
         self.rows_out: int | None = None
@@ -54,32 +78,73 @@ class JobRun:
         """The time outputs of this run are stamped with (the run's start, timezone-aware UTC)."""
         return self.started_at
 
+    # --- reading ---------------------------------------------------------------------------
+
     def read(self, name: str) -> DataFrame:
-        """Read an input table, recording its version for reproducibility."""
+        """Read an input table, recording its version for reproducibility; raises
+        TableNotFoundError naming the table when an upstream job has not written it."""
         df = tables.read_table(self.spark, self.conf, name)
         version = tables.table_version(self.spark, self.conf, name)
         if version is not None:
             self.input_versions[name] = version
         return df
 
-    def resolve_as_of(self, df: DataFrame, date_col: str, table: str) -> dt.date:
-        """The date the job computes as of: conf ``as_of``, or else the latest ``date_col`` of
-        ``df`` (noted in the run record). Recorded in the run's parameters. Raises ValueError
-        when conf leaves it open and ``table`` is empty."""
+    def read_output(self, name: str) -> DataFrame:
+        """A table this run wrote, read back for its figures (not recorded as an input)."""
+        return tables.read_table(self.spark, self.conf, name)
+
+    def read_optional(self, name: str, without: str) -> DataFrame | None:
+        """An optional input: the table, or None with a note saying what the job does
+        ``without`` it."""
+        if not tables.table_exists(self.spark, self.conf, name):
+            self.note(f"no {name}: {without}")
+            return None
+        return self.read(name)
+
+    def as_of(self) -> dt.date:
+        """The date the job computes as of, the same resolver for every job: conf ``as_of``
+        (``--as-of``), or else the last order date in silver.order_lines (noted). Recorded in
+        the run's parameters. Raises ValueError when conf leaves it open and there are no
+        order lines."""
+        if self._as_of is None:
+            from pyspark.sql import functions as F
+
+            if self.conf.as_of is not None:
+                self._as_of = self.conf.as_of
+            else:
+                lines = self.read("silver.order_lines")
+                latest = lines.agg(F.max(C.ORDER_DATE)).first()[0]
+                if latest is None:
+                    raise ValueError("silver.order_lines has no order lines: there is no date to "
+                                     "compute as of (set as_of, or ingest orders first)")
+                self._as_of = latest
+                self.note(f"as_of not set: using the last order date in silver.order_lines, {latest}")
+            self.parameters["as_of"] = str(self._as_of)
+        return self._as_of
+
+    # --- writing ---------------------------------------------------------------------------
+
+    def stamp(self, df: DataFrame, name: str) -> DataFrame:
+        """``df`` with this run's ``run_id`` and time, under the time column table ``name``
+        has (``computed_at``; ``ingested_at`` for bronze, silver's order lines and quarantine)."""
         from pyspark.sql import functions as F
 
-        if self.conf.get("as_of"):
-            as_of = dt.date.fromisoformat(str(self.conf["as_of"]))
-        else:
-            latest = df.agg(F.max(date_col)).first()[0]
-            if latest is None:
-                raise ValueError(f"{table} is empty: there is no date to compute as of")
-            as_of = latest.date() if isinstance(latest, dt.datetime) else latest
-            self.note(f"as_of not set: using the last date in {table}, {as_of}")
-        self.parameters["as_of"] = str(as_of)
-        return as_of
+        schema = tables.schema(name)
+        at = C.COMPUTED_AT if schema is not None and C.COMPUTED_AT in schema.names else C.INGESTED_AT
+        return df.withColumn(C.RUN_ID, F.lit(self.run_id)).withColumn(at, F.lit(self.computed_at))
+
+    def write(self, df: DataFrame, name: str) -> int:
+        """Replace table ``name`` with ``df`` stamped with this run and conformed to the
+        table's registered schema (one Delta commit). Returns the rows written, from the commit."""
+        return int(tables.overwrite(self.stamp(df, name), self.conf, name) or 0)
+
+    def insert_new(self, df: DataFrame, name: str, key: str) -> int:
+        """Insert the stamped rows of ``df`` whose ``key`` table ``name`` lacks; returns the
+        rows inserted."""
+        return int(tables.insert_new(self.spark, self.stamp(df, name), self.conf, name, key) or 0)
 
     def metric(self, name: str, value: float | int | None, key: bool = False) -> None:
+        """Record a figure in the run record (``key``: the one printed when the job ends)."""
         if value is None:
             return
         self.metrics[name] = float(value)
@@ -111,7 +176,7 @@ class JobRun:
         if self.rows_out is not None:
             parts.append(f"rows out {self.rows_out:,}")
         if self.key_metric:
-            parts.append(f"{self.key_metric} {self.metrics[self.key_metric]:.4g}")
+            parts.append(f"{self.key_metric} {format_value(self.metrics[self.key_metric])}")
         if error:
             parts.append(f"error: {error}")
         _log(", ".join(parts))

@@ -45,43 +45,51 @@ def builder(conf: Conf):
     """
     from pyspark.sql import SparkSession
 
-    spark_conf = conf["spark"]
-    b = SparkSession.builder.appName(conf["app_name"])
-    if spark_conf.get("master"):
-        b = b.master(spark_conf["master"])
+    spark_conf = conf.spark
+    b = SparkSession.builder.appName(conf.app_name)
+    if spark_conf.master:
+        b = b.master(spark_conf.master)
     settings = {
         "spark.sql.extensions": DELTA_EXTENSION,
         "spark.sql.catalog.spark_catalog": DELTA_CATALOG,
         "spark.sql.session.timeZone": "UTC",
-        "spark.sql.shuffle.partitions": str(spark_conf["shuffle_partitions"]),
-        "spark.ui.showConsoleProgress": str(spark_conf["progress_bar"]).lower(),
+        "spark.sql.shuffle.partitions": str(spark_conf.shuffle_partitions),
+        "spark.ui.showConsoleProgress": str(spark_conf.progress_bar).lower(),
         "spark.sql.execution.arrow.pyspark.enabled": "true",
         "spark.driver.extraJavaOptions": f"-Dlog4j2.configurationFile=file:{_log4j_file()}",
         "spark.databricks.delta.schema.autoMerge.enabled": "false",
+        # Databases of the catalog (bronze, silver, gold) get their default folders inside the
+        # warehouse rather than a spark-warehouse folder in the working directory.
+        "spark.sql.warehouse.dir": f"{resolve_path(conf.warehouse).rstrip('/')}/_catalog",
     }
     for var in SINGLE_THREAD_ENV:
         settings[f"spark.executorEnv.{var}"] = "1"
-    if spark_conf["python"] == "driver":
+    if spark_conf.python == "driver":
         # PySpark reads the worker interpreter from PYSPARK_PYTHON when the context starts (the
         # spark.pyspark.python setting only reaches spark-submit launches): pin both to the driver's
         # interpreter so workers find the same virtual environment, whatever is first on PATH.
         os.environ["PYSPARK_PYTHON"] = sys.executable
         settings["spark.pyspark.python"] = sys.executable
         settings["spark.pyspark.driver.python"] = sys.executable
-    settings.update({k: str(v) for k, v in spark_conf["conf"].items()})
+    settings.update({k: str(v) for k, v in spark_conf.conf.items()})
     for key, value in settings.items():
         b = b.config(key, value)
-    if spark_conf.get("jars"):
-        return b.config("spark.jars", _jar_list(spark_conf["jars"]))
+    if spark_conf.jars:
+        return b.config("spark.jars", _jar_list(spark_conf.jars))
     from delta import configure_spark_with_delta_pip
 
     return configure_spark_with_delta_pip(b)
 
 
 def build_session(conf: Conf):
-    """Build (or reuse) the session for conf and apply the log level."""
+    """Build (or reuse) the session for conf, apply the log level, and register the
+    warehouse's existing tables by name in the catalog (``spark.sql("SELECT * FROM
+    silver.order_lines")``)."""
+    from shopsense.core.tables import register_all
+
     spark = builder(conf).getOrCreate()
-    spark.sparkContext.setLogLevel(conf["log_level"])
-    checkpoint_dir = conf["spark"].get("checkpoint_dir") or f"{resolve_path(conf['warehouse'])}/_checkpoints"
+    spark.sparkContext.setLogLevel(conf.log_level)
+    checkpoint_dir = conf.spark.checkpoint_dir or f"{resolve_path(conf.warehouse)}/_checkpoints"
     spark.sparkContext.setCheckpointDir(checkpoint_dir)
+    register_all(spark, conf)
     return spark

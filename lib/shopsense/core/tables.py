@@ -1,8 +1,11 @@
-"""Table names, their explicit schemas, where they live, and the writes every job uses.
+"""The one registry of tables (name -> schema), where they live, and the reads and writes
+behind the job context (:class:`shopsense.core.runs.JobRun`).
 
 Tables are Delta tables at ``<warehouse>/<layer>/<name>`` (``silver.order_lines`` lives at
-``<warehouse>/silver/order_lines``), so notebooks and other tools open them by path without a
-metastore. Every write is atomic (one Delta commit per table).
+``<warehouse>/silver/order_lines``), so notebooks and other tools open them by path, and they are
+registered by name in the Spark catalog (a database per layer, external tables at those
+locations), so ``spark.sql("SELECT * FROM gold.recommendations")`` works too. Every write is
+atomic (one Delta commit per table).
 """
 
 from __future__ import annotations
@@ -88,14 +91,44 @@ JOB_RUNS = T.StructType([
     T.StructField("error", T.StringType(), True),
 ])
 
-# Schemas of the tables whose columns are fixed. bronze.order_lines_raw keeps the columns as read.
-SCHEMAS: dict[str, T.StructType] = {
-    "silver.order_lines": ORDER_LINES,
-    "silver.quarantine": QUARANTINE,
-    "silver.products": PRODUCTS,
-    "silver.inventory": INVENTORY,
-    "gold.job_runs": JOB_RUNS,
+# Every table shopsense writes, and where its explicit schema is declared ("module:NAME", beside
+# the code that computes it; resolved on first use). bronze.order_lines_raw keeps the columns of
+# the export as read, so it has none.
+REGISTRY: dict[str, str | None] = {
+    "bronze.order_lines_raw": None,
+    "silver.order_lines": "shopsense.core.tables:ORDER_LINES",
+    "silver.quarantine": "shopsense.core.tables:QUARANTINE",
+    "silver.products": "shopsense.core.tables:PRODUCTS",
+    "silver.inventory": "shopsense.core.tables:INVENTORY",
+    "gold.customer_features": "shopsense.customers.features:CUSTOMER_FEATURES",
+    "gold.customer_segments": "shopsense.customers.segments:CUSTOMER_SEGMENTS",
+    "gold.segment_profiles": "shopsense.customers.segments:SEGMENT_PROFILES",
+    "gold.association_rules": "shopsense.baskets.rules:ASSOCIATION_RULES",
+    "gold.frequently_bought_together": "shopsense.baskets.rules:FREQUENTLY_BOUGHT_TOGETHER",
+    "gold.sku_daily_demand": "shopsense.supply.demand:SKU_DAILY_DEMAND",
+    "gold.demand_forecast": "shopsense.supply.forecast:DEMAND_FORECAST",
+    "gold.forecast_accuracy": "shopsense.supply.forecast:FORECAST_ACCURACY",
+    "gold.forecast_accuracy_summary": "shopsense.supply.forecast:FORECAST_ACCURACY_SUMMARY",
+    "gold.recommendations": "shopsense.recommend.als:RECOMMENDATIONS",
+    "gold.recommendation_metrics": "shopsense.recommend.als:RECOMMENDATION_METRICS",
+    "gold.inventory_policy": "shopsense.supply.inventory:INVENTORY_POLICY",
+    "gold.inventory_simulation": "shopsense.supply.inventory:INVENTORY_SIMULATION",
+    "gold.job_runs": "shopsense.core.tables:JOB_RUNS",
 }
+
+
+def schema(name: str) -> T.StructType | None:
+    """The registered schema of table ``name`` (None for bronze tables, which keep the
+    export's columns). Raises KeyError naming the known tables for an unknown name."""
+    import importlib
+
+    if name not in REGISTRY:
+        raise KeyError(f"unknown table {name!r}; known: {', '.join(REGISTRY)}")
+    ref = REGISTRY[name]
+    if ref is None:
+        return None
+    module, _, attr = ref.partition(":")
+    return getattr(importlib.import_module(module), attr)
 
 
 class TableNotFoundError(RuntimeError):
@@ -107,7 +140,7 @@ def table_path(conf: Conf, name: str) -> str:
     layer, _, table = name.partition(".")
     if not table:
         raise ValueError(f"table name must be layer.name, got {name!r}")
-    return f"{resolve_path(conf['warehouse']).rstrip('/')}/{layer}/{table}"
+    return f"{resolve_path(conf.warehouse).rstrip('/')}/{layer}/{table}"
 
 
 def table_exists(spark: SparkSession, conf: Conf, name: str) -> bool:
@@ -143,45 +176,92 @@ def conform(df: DataFrame, schema: T.StructType) -> DataFrame:
     return df.select([F.col(f.name).cast(f.dataType).alias(f.name) for f in schema.fields])
 
 
-def overwrite(df: DataFrame, conf: Conf, name: str, schema: T.StructType | None = None,
-              partition_by: list[str] | None = None) -> None:
-    """Replace a table's whole content in one Delta commit (model outputs, derived tables)."""
-    schema = schema or SCHEMAS.get(name)
-    out = conform(df, schema) if schema is not None else df
-    writer = (out.write.format("delta").mode("overwrite").option("overwriteSchema", "true"))
-    if partition_by:
-        writer = writer.partitionBy(*partition_by)
-    writer.save(table_path(conf, name))
+def _conformed(df: DataFrame, name: str) -> DataFrame:
+    table_schema = schema(name)
+    return conform(df, table_schema) if table_schema is not None else df
 
 
-def append(df: DataFrame, conf: Conf, name: str, schema: T.StructType | None = None) -> None:
-    """Append rows (only for logs such as gold.job_runs)."""
-    schema = schema or SCHEMAS.get(name)
-    out = conform(df, schema) if schema is not None else df
-    out.write.format("delta").mode("append").save(table_path(conf, name))
-
-
-def insert_new(spark: SparkSession, df: DataFrame, conf: Conf, name: str, key: str,
-               schema: T.StructType | None = None) -> None:
-    """Insert the rows whose ``key`` the table does not hold yet (a Delta MERGE), creating the
-    table on first use. Re-running with the same rows changes nothing."""
+def last_commit_rows(spark: SparkSession, conf: Conf, name: str) -> int | None:
+    """Rows the table's last Delta commit wrote (its ``operationMetrics``: output rows of a
+    write, inserted rows of a MERGE), read from the log instead of counting the table."""
     from delta.tables import DeltaTable
 
-    schema = schema or SCHEMAS.get(name)
-    out = conform(df, schema) if schema is not None else df
+    last = DeltaTable.forPath(spark, table_path(conf, name)).history(1).first()
+    metrics = (last["operationMetrics"] or {}) if last else {}
+    for key in ("numOutputRows", "numTargetRowsInserted"):
+        if key in metrics:
+            return int(metrics[key])
+    return None
+
+
+def overwrite(df: DataFrame, conf: Conf, name: str) -> int | None:
+    """Replace a table's whole content in one Delta commit (model outputs, derived tables);
+    returns the rows written."""
+    spark = df.sparkSession
+    (_conformed(df, name).write.format("delta").mode("overwrite").option("overwriteSchema", "true")
+     .save(table_path(conf, name)))
+    register(spark, conf, name)
+    return last_commit_rows(spark, conf, name)
+
+
+def append(df: DataFrame, conf: Conf, name: str) -> None:
+    """Append rows (only for logs such as gold.job_runs)."""
+    spark = df.sparkSession
+    _conformed(df, name).write.format("delta").mode("append").save(table_path(conf, name))
+    register(spark, conf, name)
+
+
+def insert_new(spark: SparkSession, df: DataFrame, conf: Conf, name: str, key: str) -> int | None:
+    """Insert the rows whose ``key`` the table does not hold yet (a Delta MERGE), creating the
+    table on first use; returns the rows inserted. Re-running with the same rows changes nothing."""
+    from delta.tables import DeltaTable
+
+    out = _conformed(df, name)
     if not table_exists(spark, conf, name):
         out.write.format("delta").mode("overwrite").save(table_path(conf, name))
-        return
-    (DeltaTable.forPath(spark, table_path(conf, name)).alias("t")
-     .merge(out.alias("s"), f"t.`{key}` = s.`{key}`")
-     .whenNotMatchedInsertAll()
-     .execute())
+    else:
+        (DeltaTable.forPath(spark, table_path(conf, name)).alias("t")
+         .merge(out.alias("s"), f"t.`{key}` = s.`{key}`")
+         .whenNotMatchedInsertAll()
+         .execute())
+    register(spark, conf, name)
+    return last_commit_rows(spark, conf, name)
 
 
 def replace_where(df: DataFrame, conf: Conf, name: str, condition: str) -> None:
-    """Replace the rows matching ``condition`` with ``df`` in one commit (schema may grow)."""
-    (df.write.format("delta").mode("overwrite").option("replaceWhere", condition)
-     .option("mergeSchema", "true").save(table_path(conf, name)))
+    """Replace the rows matching ``condition`` with ``df`` in one commit (schema may grow);
+    creates the table on first use."""
+    spark = df.sparkSession
+    writer = df.write.format("delta").mode("overwrite")
+    if table_exists(spark, conf, name):
+        writer = writer.option("replaceWhere", condition).option("mergeSchema", "true")
+    writer.save(table_path(conf, name))
+    register(spark, conf, name)
+
+
+# --- the catalog --------------------------------------------------------------------------------
+
+def register(spark: SparkSession, conf: Conf, name: str) -> None:
+    """Register table ``name`` in the Spark catalog as an external Delta table at its warehouse
+    location (a database per layer). Idempotent; a registration pointing elsewhere (another
+    warehouse) is replaced. Dropping an external table never touches its files."""
+    layer, _, table = name.partition(".")
+    location = table_path(conf, name)
+    spark.sql(f"CREATE DATABASE IF NOT EXISTS `{layer}`")
+    if spark.catalog.tableExists(f"`{layer}`.`{table}`"):
+        current = spark.sql(f"DESCRIBE DETAIL `{layer}`.`{table}`").select("location").first()
+        if current and current["location"].rstrip("/").removeprefix("file:") == location.rstrip("/").removeprefix("file:"):
+            return
+        spark.sql(f"DROP TABLE `{layer}`.`{table}`")
+    spark.sql(f"CREATE TABLE `{layer}`.`{table}` USING delta LOCATION {sql_string(location)}")
+
+
+def register_all(spark: SparkSession, conf: Conf) -> list[str]:
+    """Register every table of the registry that exists in conf's warehouse; returns their names."""
+    present = [name for name in REGISTRY if table_exists(spark, conf, name)]
+    for name in present:
+        register(spark, conf, name)
+    return present
 
 
 def sql_string(value: str) -> str:

@@ -28,29 +28,13 @@ from pyspark.sql import types as T
 from shopsense.core import columns as C
 from shopsense.core import tables
 from shopsense.core.config import Conf
+from shopsense.core.errors import require_columns
 from shopsense.core.runs import JobRun
 
-# Feature column names.
-HAS_ORDERS = "has_orders"
-FIRST_ORDER_DATE = "first_order_date"
-LAST_ORDER_DATE = "last_order_date"
-RECENCY_DAYS = "recency_days"
-FREQUENCY = "frequency"
-MONETARY = "monetary"
-SALES_REVENUE = "sales_revenue"
-RETURNED_REVENUE = "returned_revenue"
-TENURE_DAYS = "tenure_days"
-AVG_ORDER_VALUE = "avg_order_value"
-ITEMS_PER_ORDER = "items_per_order"
-RETURN_RATE = "return_rate"
-DISTINCT_SKUS = "distinct_skus"
-DISTINCT_CATEGORIES = "distinct_categories"
-MEAN_DAYS_BETWEEN_ORDERS = "mean_days_between_orders"
-
-# The numeric behaviour features, in table order (the segment job profiles all of them).
-NUMERIC_FEATURES = (RECENCY_DAYS, FREQUENCY, MONETARY, SALES_REVENUE, RETURNED_REVENUE,
-                    TENURE_DAYS, AVG_ORDER_VALUE, ITEMS_PER_ORDER, RETURN_RATE, DISTINCT_SKUS,
-                    DISTINCT_CATEGORIES, MEAN_DAYS_BETWEEN_ORDERS)
+from shopsense.core.columns import (  # noqa: F401 - the feature names, used as FT.<NAME>
+    HAS_ORDERS, FIRST_ORDER_DATE, LAST_ORDER_DATE, RECENCY_DAYS, FREQUENCY, MONETARY,
+    SALES_REVENUE, RETURNED_REVENUE, TENURE_DAYS, AVG_ORDER_VALUE, ITEMS_PER_ORDER, RETURN_RATE,
+    DISTINCT_SKUS, DISTINCT_CATEGORIES, MEAN_DAYS_BETWEEN_ORDERS, NUMERIC_FEATURES)
 
 CUSTOMER_FEATURES = T.StructType([
     T.StructField(C.CUSTOMER_ID, T.StringType(), False),
@@ -79,25 +63,6 @@ REQUIRED_INPUT = (C.ORDER_ID, C.CUSTOMER_ID, C.IS_GUEST, C.SKU, C.CATEGORY, C.QU
 
 class FeaturesError(ValueError):
     """The input cannot give customer features (missing columns, no order lines, bad dates)."""
-
-
-def require_columns(df: DataFrame, required: tuple[str, ...], what: str) -> None:
-    """Raise FeaturesError naming the columns ``df`` lacks."""
-    missing = [c for c in required if c not in df.columns]
-    if missing:
-        raise FeaturesError(f"{what} lacks columns {missing}; it has {df.columns}")
-
-
-def resolve_as_of(order_lines: DataFrame, as_of: str | dt.date | None) -> dt.date:
-    """The as-of date: ``as_of`` when given, else the last order date in ``order_lines``.
-    Raises FeaturesError when there is no order line to take the date from."""
-    if as_of is not None:
-        return as_of if isinstance(as_of, dt.date) else dt.date.fromisoformat(str(as_of))
-    last = order_lines.agg(F.max(C.ORDER_DATE)).first()[0]
-    if last is None:
-        raise FeaturesError("silver.order_lines has no order lines: cannot take as_of from the "
-                            "last order date (set as_of, or ingest orders first)")
-    return last
 
 
 # --------------------------------------------------------------------------------------------
@@ -177,7 +142,7 @@ def customer_features(order_lines: DataFrame, as_of: dt.date,
     """gold.customer_features (without run columns) from silver.order_lines rows: one row per
     identified customer with at least one product line in the window. Raises FeaturesError when
     a needed column is missing or ``window_days`` is not positive."""
-    require_columns(order_lines, REQUIRED_INPUT, "order lines")
+    require_columns(order_lines, REQUIRED_INPUT, "order lines", FeaturesError)
     if window_days is not None and window_days < 1:
         raise FeaturesError(f"features.window_days must be a positive number of days or null, "
                             f"got {window_days}")
@@ -194,33 +159,30 @@ def customer_features(order_lines: DataFrame, as_of: dt.date,
 def run(spark, conf: Conf) -> dict:
     """The features job: silver.order_lines -> gold.customer_features (whole-table replace).
     Returns the run summary; metrics: customers, returns_only_customers, customers_outside_window."""
-    window_days = conf["features"]["window_days"]
-    params = {"as_of": conf["as_of"], "window_days": window_days}
-    with JobRun(spark, conf, "features", params) as run:
+    window_days = conf.features.window_days
+    with JobRun(spark, conf, "features", conf.features) as run:
         lines = run.read("silver.order_lines")
-        as_of = resolve_as_of(lines, conf["as_of"])
-        if conf["as_of"] is None:
-            run.note(f"as_of not set: using the last order date in silver.order_lines, {as_of}")
-        features = customer_features(lines, as_of, window_days)
-        tables.overwrite(features.withColumn(C.RUN_ID, F.lit(run.run_id))
-                         .withColumn(C.COMPUTED_AT, F.lit(run.computed_at)),
-                         conf, "gold.customer_features", CUSTOMER_FEATURES)
-
-        written = tables.read_table(spark, conf, "gold.customer_features")
-        counts = written.agg(F.count("*").alias("n"),
-                             F.count_if(~F.col(HAS_ORDERS)).alias("returns_only")).first()
-        customer_lines = filter_customer_lines(lines)
-        in_history = (customer_lines.filter(F.col(C.ORDER_DATE) <= F.lit(as_of))
-                      .select(C.CUSTOMER_ID).distinct().count())
+        as_of = run.as_of()
+        run.rows_out = run.write(customer_features(lines, as_of, window_days), "gold.customer_features")
         run.rows_in = lines.count()
-        run.rows_out = int(counts["n"])
-        run.metric("customers", counts["n"], key=True)
-        run.metric("returns_only_customers", counts["returns_only"])
-        run.metric("customers_outside_window", in_history - int(counts["n"]))
-        if counts["returns_only"]:
-            run.note(f"{counts['returns_only']} customers have only returns in the window: "
-                     f"kept with has_orders = false and null order-based features")
-        if window_days is not None and in_history > counts["n"]:
-            run.note(f"{in_history - counts['n']} customers with no order line in the last "
-                     f"{window_days} days up to {as_of} have no row")
+        record_coverage(run, lines, as_of, window_days)
     return run.summary()
+
+
+def record_coverage(run: JobRun, lines: DataFrame, as_of: dt.date, window_days: int | None) -> None:
+    """Metrics and notes on who got a row: customers with only returns, customers whose lines
+    all fall before the window."""
+    written = run.read_output("gold.customer_features")
+    counts = written.agg(F.count("*").alias("n"),
+                         F.count_if(~F.col(HAS_ORDERS)).alias("returns_only")).first()
+    in_history = (filter_customer_lines(lines).filter(F.col(C.ORDER_DATE) <= F.lit(as_of))
+                  .select(C.CUSTOMER_ID).distinct().count())
+    run.metric("customers", counts["n"], key=True)
+    run.metric("returns_only_customers", counts["returns_only"])
+    run.metric("customers_outside_window", in_history - int(counts["n"]))
+    if counts["returns_only"]:
+        run.note(f"{counts['returns_only']:,} customers have only returns in the window: "
+                 f"kept with has_orders = false and null order-based features")
+    if window_days is not None and in_history > counts["n"]:
+        run.note(f"{in_history - counts['n']:,} customers with no order line in the last "
+                 f"{window_days} days up to {as_of} have no row")

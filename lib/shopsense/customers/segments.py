@@ -24,7 +24,7 @@ import pandas as pd
 from pyspark.ml import Pipeline, PipelineModel
 from pyspark.ml.clustering import KMeans
 from pyspark.ml.evaluation import ClusteringEvaluator
-from pyspark.ml.feature import SQLTransformer, StandardScaler, VectorAssembler
+from pyspark.ml.feature import IndexToString, SQLTransformer, StandardScaler, VectorAssembler
 from pyspark.ml.functions import vector_to_array
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -34,6 +34,7 @@ from shopsense.core import columns as C
 from shopsense.customers import features as FT
 from shopsense.core import tables
 from shopsense.core.config import Conf, resolve_path
+from shopsense.core.errors import require_columns
 from shopsense.core.runs import JobRun
 
 SEGMENT_ID = "segment_id"
@@ -89,7 +90,7 @@ class SegmentParams:
     k: int | None
     k_min: int
     k_max: int
-    selection_sample: int
+    selection_sample: int | None
     seed: int
     max_iter: int
     naming: NamingRules
@@ -98,13 +99,10 @@ class SegmentParams:
     @classmethod
     def from_conf(cls, conf: Conf) -> "SegmentParams":
         """Read and check conf ``segment``; raises SegmentError naming the bad key."""
-        s = conf["segment"]
-        params = cls(features=tuple(s["features"]), log_features=tuple(s["log_features"]),
-                     k=s["k"], k_min=s["k_min"], k_max=s["k_max"],
-                     selection_sample=s["selection_sample"], seed=s["seed"],
-                     max_iter=s["max_iter"], naming=NamingRules(**s["naming"]), n_init=s["n_init"])
-        params.validate()
-        return params
+        s = conf.segment
+        return cls(features=tuple(s.features), log_features=tuple(s.log_features), k=s.k,
+                   k_min=s.k_min, k_max=s.k_max, selection_sample=s.selection_sample, seed=s.seed,
+                   max_iter=s.max_iter, naming=NamingRules(**s.naming.model_dump()), n_init=s.n_init)
 
     def validate(self) -> None:
         unknown = [f for f in self.features if f not in FT.NUMERIC_FEATURES]
@@ -121,7 +119,7 @@ class SegmentParams:
         if self.k is None and not 2 <= self.k_min <= self.k_max:
             raise SegmentError(f"segment.k_min and k_max must satisfy 2 <= k_min <= k_max, got "
                                f"{self.k_min}..{self.k_max}")
-        if self.max_iter < 1 or self.selection_sample < 0:
+        if self.max_iter < 1 or (self.selection_sample or 0) < 0:
             raise SegmentError("segment.max_iter must be >= 1 and segment.selection_sample >= 0")
         if self.n_init < 1:
             raise SegmentError(f"segment.n_init must be >= 1, got {self.n_init}")
@@ -204,14 +202,16 @@ def with_distance(predictions: DataFrame, centres: list[list[float]]) -> DataFra
         DISTANCE, F.sqrt(F.aggregate(sq, F.lit(0.0), lambda acc, x: acc + x)))
 
 
-def mapping_stage(names: dict[int, tuple[int, str]]) -> SQLTransformer:
-    """A final pipeline stage mapping the raw cluster to segment_id and segment_name."""
+def mapping_stage(names: dict[int, tuple[int, str]]) -> PipelineModel:
+    """A final pipeline stage mapping the raw cluster to segment_id and segment_name. The names
+    are an IndexToString stage's labels (kept as data in the saved model, never SQL text, so a
+    name such as "can't lose" survives whole)."""
     ids = " ".join(f"WHEN {c} THEN {sid}" for c, (sid, _) in sorted(names.items()))
-    labels = " ".join(f"WHEN {c} THEN '{name.replace(chr(39), chr(39) * 2)}'"
-                      for c, (_, name) in sorted(names.items()))
-    return SQLTransformer(statement=(
-        f"SELECT *, CAST(CASE `{CLUSTER}` {ids} END AS INT) AS `{SEGMENT_ID}`, "
-        f"CASE `{CLUSTER}` {labels} END AS `{SEGMENT_NAME}` FROM __THIS__"))
+    to_id = SQLTransformer(statement=(
+        f"SELECT *, CAST(CASE `{CLUSTER}` {ids} END AS INT) AS `{SEGMENT_ID}` FROM __THIS__"))
+    labels = [names.get(c, (c, f"segment {c}"))[1] for c in range(max(names) + 1)]
+    return PipelineModel(stages=[to_id, IndexToString(inputCol=CLUSTER, outputCol=SEGMENT_NAME,
+                                                      labels=labels)])
 
 
 # --------------------------------------------------------------------------------------------
@@ -310,10 +310,10 @@ def adjusted_rand_index(truth, assigned) -> float:
 
 def model_path(conf: Conf) -> str:
     """Where the fitted PipelineModel is saved."""
-    configured = conf["segment"]["model_path"]
+    configured = conf.segment.model_path
     if configured:
         return resolve_path(configured)
-    return f"{resolve_path(conf['warehouse']).rstrip('/')}/models/segment"
+    return f"{resolve_path(conf.warehouse).rstrip('/')}/models/segment"
 
 
 def deterministic_layout(df: DataFrame, key: str = C.CUSTOMER_ID) -> DataFrame:
@@ -385,49 +385,53 @@ def run(spark: SparkSession, conf: Conf) -> dict:
     silhouette_k<k> for each k tried, customers_segmented, returns_only_customers)."""
     params = SegmentParams.from_conf(conf)
     path = model_path(conf)
-    with JobRun(spark, conf, "segment", {**conf["segment"], "model_path": path}) as run:
+    with JobRun(spark, conf, "segment", {**conf.segment.model_dump(), "model_path": path}) as run:
         features = run.read("gold.customer_features")
-        FT.require_columns(features, (C.CUSTOMER_ID, FT.HAS_ORDERS, *FT.NUMERIC_FEATURES),
-                           "gold.customer_features")
+        require_columns(features, (C.CUSTOMER_ID, FT.HAS_ORDERS, *FT.NUMERIC_FEATURES),
+                        "gold.customer_features", SegmentError)
         model, predictions, facts = fit_segments(spark, features, params)
         try:
-            scored = model.stages[-1].transform(predictions)
-            returns_only = (features.filter(~F.col(FT.HAS_ORDERS))
-                            .withColumn(SEGMENT_ID, F.lit(RETURNS_ONLY_ID))
-                            .withColumn(SEGMENT_NAME, F.lit(RETURNS_ONLY_NAME))
-                            .withColumn(DISTANCE, F.lit(None).cast("double")))
-            cols = [C.CUSTOMER_ID, SEGMENT_ID, SEGMENT_NAME, DISTANCE, *PROFILE_FEATURES]
-            assigned = scored.select(cols).unionByName(returns_only.select(cols))
-            stamp = lambda df: (df.withColumn(C.RUN_ID, F.lit(run.run_id))  # noqa: E731
-                                .withColumn(C.COMPUTED_AT, F.lit(run.computed_at)))
-            tables.overwrite(stamp(assigned), conf, "gold.customer_segments", CUSTOMER_SEGMENTS)
-
+            assigned = assign_segments(model, predictions, features)
+            run.rows_out = run.write(assigned, "gold.customer_segments")
             totals = features.agg(F.count("*").alias("n"), F.sum(FT.MONETARY).alias("m")).first()
             profiles = (profile(assigned, SEGMENT_ID, int(totals["n"]), float(totals["m"] or 0.0))
                         .join(assigned.select(SEGMENT_ID, SEGMENT_NAME).distinct(), SEGMENT_ID))
-            tables.overwrite(stamp(profiles.orderBy(SEGMENT_ID)), conf, "gold.segment_profiles",
-                             SEGMENT_PROFILES)
+            run.write(profiles.orderBy(SEGMENT_ID), "gold.segment_profiles")
         finally:
             predictions.unpersist()
         model.write().overwrite().save(path)
-
-        n_returns_only = int(totals["n"]) - facts["n_customers"]
         run.rows_in = int(totals["n"])
-        run.rows_out = int(totals["n"])
-        run.metric("k", facts["k"])
-        run.metric("silhouette", facts["silhouette"], key=True)
-        for k, s in facts["silhouettes"].items():
-            run.metric(f"silhouette_k{k}", s)
-        run.metric("customers_segmented", facts["n_customers"])
-        run.metric("returns_only_customers", n_returns_only)
-        how = ("fixed by segment.k" if params.k is not None else
-               "chosen by silhouette over " + ", ".join(f"k={k}: {s:.3f}"
-                                                        for k, s in facts["silhouettes"].items()))
-        run.note(f"k = {facts['k']} ({how}); silhouette of the final model "
-                 f"{facts['silhouette']:.3f}; model saved to {path}")
-        print(f"segment: k = {facts['k']}, silhouette = {facts['silhouette']:.3f}")
-        print(format_profiles(tables.read_table(spark, conf, "gold.segment_profiles")))
+        record_fit(run, facts, params, path, int(totals["n"]) - facts["n_customers"])
+        print(format_profiles(run.read_output("gold.segment_profiles")))
     return run.summary()
+
+
+def assign_segments(model: PipelineModel, predictions: DataFrame, features: DataFrame) -> DataFrame:
+    """Every customer of gold.customer_features with its segment: the clustered ones through
+    the model's naming stage, customers with only returns in the "returns only" segment."""
+    scored = model.stages[-1].transform(predictions)
+    returns_only = (features.filter(~F.col(FT.HAS_ORDERS))
+                    .withColumn(SEGMENT_ID, F.lit(RETURNS_ONLY_ID))
+                    .withColumn(SEGMENT_NAME, F.lit(RETURNS_ONLY_NAME))
+                    .withColumn(DISTANCE, F.lit(None).cast("double")))
+    cols = [C.CUSTOMER_ID, SEGMENT_ID, SEGMENT_NAME, DISTANCE, *PROFILE_FEATURES]
+    return scored.select(cols).unionByName(returns_only.select(cols))
+
+
+def record_fit(run: JobRun, facts: dict, params: SegmentParams, path: str, n_returns_only: int) -> None:
+    """The fit's figures in the run record, and the note saying how k was chosen."""
+    run.metric("k", facts["k"])
+    run.metric("silhouette", facts["silhouette"], key=True)
+    for k, s in facts["silhouettes"].items():
+        run.metric(f"silhouette_k{k}", s)
+    run.metric("customers_segmented", facts["n_customers"])
+    run.metric("returns_only_customers", n_returns_only)
+    how = ("fixed by segment.k" if params.k is not None else
+           "chosen by silhouette over " + ", ".join(f"k={k}: {s:.3f}"
+                                                    for k, s in facts["silhouettes"].items()))
+    run.note(f"k = {facts['k']} ({how}); silhouette of the final model "
+             f"{facts['silhouette']:.3f}; model saved to {path}")
+    print(f"segment: k = {facts['k']}, silhouette = {facts['silhouette']:.3f}")
 
 
 def format_profiles(profiles: DataFrame) -> str:

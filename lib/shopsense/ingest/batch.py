@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from dataclasses import dataclass
 
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -22,6 +23,7 @@ from shopsense.core import columns as C
 from shopsense.core import tables
 from shopsense.core.config import Conf, resolve_path
 from shopsense.core.runs import JobRun
+from shopsense.core.settings import FileSpec, SourceSpec
 
 DEV_PSEUDONYM_KEY = "shopsense-local-development-key-not-secret"
 ROW_HASH = "row_hash"
@@ -146,28 +148,28 @@ def list_input_files(spark: SparkSession, path: str) -> list[tuple[str, int]]:
     return sorted(found)
 
 
-def read_files(spark: SparkSession, spec: dict, what: str) -> DataFrame:
+def read_files(spark: SparkSession, spec: FileSpec, what: str) -> DataFrame:
     """Read one file spec of a source (CSV as text columns, JSON primitives as text) and add
     ``source_file``. Checks first that the files exist and none is empty."""
-    path = resolve_path(spec["path"])
+    path = resolve_path(spec.path)
     files = list_input_files(spark, path)
     empty = [f for f, size in files if size == 0]
     if empty:
         raise IngestError(f"{what}: input file {empty[0]} is empty (no header, no rows)")
-    fmt = spec.get("format", "csv")
+    fmt = spec.format
     options = {"header": "true", "inferSchema": "false"} if fmt == "csv" else {}
     if fmt == "json":
         options["primitivesAsString"] = "true"
-    options.update({k: str(v) for k, v in (spec.get("options") or {}).items()})
+    options.update({k: str(v) for k, v in spec.options.items()})
     df = spark.read.format(fmt).options(**options).load(path)
     return df.withColumn(C.SOURCE_FILE, F.col("_metadata.file_path"))
 
 
-def column_mapping(df: DataFrame, spec: dict, required: tuple[str, ...],
+def column_mapping(df: DataFrame, spec: FileSpec, required: tuple[str, ...],
                    optional: tuple[str, ...], what: str) -> dict[str, str | None]:
     """Canonical name → source column (None for an absent optional one). Raises IngestError
     naming every required column the files lack and the columns they have."""
-    mapping = spec.get("columns") or {}
+    mapping = spec.columns
     present = [c for c in df.columns if c != C.SOURCE_FILE]
     resolved: dict[str, str | None] = {}
     missing = []
@@ -181,7 +183,7 @@ def column_mapping(df: DataFrame, spec: dict, required: tuple[str, ...],
             resolved[canon] = None
     if missing:
         raise IngestError(f"{what}: required column{'s' if len(missing) > 1 else ''} "
-                          f"{', '.join(missing)} not found in {spec['path']}; "
+                          f"{', '.join(missing)} not found in {spec.path}; "
                           f"columns present: {', '.join(present)}")
     return resolved
 
@@ -189,7 +191,7 @@ def column_mapping(df: DataFrame, spec: dict, required: tuple[str, ...],
 def pseudonym_key(conf: Conf, run: JobRun | None = None) -> bytes:
     """The pseudonymisation key from the environment variable conf names. Outside local mode
     an unset variable is an error; in local mode the fixed development key is used and noted."""
-    env_name = conf["ingest"]["pseudonym_key_env"]
+    env_name = conf.ingest.pseudonym_key_env
     value = os.environ.get(env_name)
     if value:
         return value.encode("utf-8")
@@ -223,7 +225,7 @@ def dedupe_exact(raw: DataFrame) -> DataFrame:
             .select(ROW_HASH, COPIES, "_row.*"))
 
 
-def with_canonical(df: DataFrame, mapping: dict[str, str | None], spec: dict,
+def with_canonical(df: DataFrame, mapping: dict[str, str | None], spec: FileSpec,
                    key: bytes, non_products: list[str]) -> DataFrame:
     """Parse, type and validate the mapped columns; add ``reason`` (null when the row is valid)
     and the silver columns. Keeps the raw text of each canonical field for the quarantine."""
@@ -232,11 +234,11 @@ def with_canonical(df: DataFrame, mapping: dict[str, str | None], spec: dict,
         return F.col(f"`{name}`") if name else F.lit(None).cast("string")
 
     ts_type = df.schema[mapping[C.ORDERED_AT]].dataType
-    cancel_prefix = spec.get("cancel_prefix")
+    cancel_prefix = spec.cancel_prefix
     order_id = text(src(C.ORDER_ID))
     is_cancel = (order_id.startswith(cancel_prefix) if cancel_prefix else F.lit(False))
     qty, price = to_number(src(C.QUANTITY)), to_number(src(C.UNIT_PRICE))
-    ts = to_timestamp(src(C.ORDERED_AT), ts_type, spec.get("timestamp_format"))
+    ts = to_timestamp(src(C.ORDERED_AT), ts_type, spec.timestamp_format)
     customer = normalise_customer_id(src(C.CUSTOMER_ID))
     raw_values = F.to_json(F.struct(*[
         (pseudonymise(customer, key) if canon == C.CUSTOMER_ID else src(canon).cast("string")).alias(canon)
@@ -287,7 +289,7 @@ def derive_products(order_lines: DataFrame, non_products: list[str]) -> DataFram
         .withColumn(C.IS_PRODUCT, ~F.col(C.SKU).isin(non_products)))
 
 
-def read_catalogue(spark: SparkSession, spec: dict) -> DataFrame:
+def read_catalogue(spark: SparkSession, spec: FileSpec) -> DataFrame:
     """The product catalogue, typed; rows without a SKU are dropped by the caller (counted)."""
     df = read_files(spark, spec, "catalogue")
     mapping = column_mapping(df, spec, (C.SKU,), C.CATALOGUE_COLUMNS[1:], "catalogue")
@@ -322,7 +324,7 @@ def build_products(order_lines: DataFrame, catalogue: DataFrame | None,
         F.when(F.col(f"c.{C.SKU}").isNotNull(), "catalogue").otherwise("derived").alias("origin"))
 
 
-def read_inventory(spark: SparkSession, spec: dict) -> DataFrame:
+def read_inventory(spark: SparkSession, spec: FileSpec) -> DataFrame:
     df = read_files(spark, spec, "inventory")
     mapping = column_mapping(df, spec, (C.SKU, C.ON_HAND), (C.ON_ORDER, C.AS_OF), "inventory")
     as_of = F.col(f"`{mapping[C.AS_OF]}`") if mapping[C.AS_OF] else F.current_date()
@@ -346,96 +348,98 @@ def _delete_path(spark: SparkSession, path: str) -> None:
 def run(spark: SparkSession, conf: Conf) -> dict:
     """Ingest the source ``conf.ingest.source`` names. Returns the run summary (counts in
     ``metrics``: rows_read, rows_accepted, rows_quarantined, rows_duplicate)."""
-    source_name = conf["ingest"]["source"]
-    source = conf["sources"][source_name]
-    non_products = [str(s) for s in conf["ingest"]["non_product_skus"]]
-    params = {"source": source_name, "orders": source["orders"]["path"],
-              "catalogue": (source.get("catalogue") or {}).get("path"),
-              "inventory": (source.get("inventory") or {}).get("path")}
+    name = conf.ingest.source
+    source = conf.sources[name]
+    params = {"source": name, "orders": source.orders.path,
+              "catalogue": source.catalogue.path if source.catalogue else None,
+              "inventory": source.inventory.path if source.inventory else None}
     with JobRun(spark, conf, "ingest", params) as run:
         key = pseudonym_key(conf, run)
-        spec = source["orders"]
-        raw = read_files(spark, spec, f"source {source_name!r} orders")
-        mapping = column_mapping(raw, spec, C.REQUIRED_ORDER_COLUMNS, C.OPTIONAL_ORDER_COLUMNS,
-                                 f"source {source_name!r} orders")
-        catalogue = read_catalogue(spark, source["catalogue"]) if source.get("catalogue") else None
-        inventory = read_inventory(spark, source["inventory"]) if source.get("inventory") else None
-
-        staging = f"{tables.table_path(conf, '_staging.x').rsplit('/', 1)[0]}/{run.run_id}"
+        raw = read_files(spark, source.orders, f"source {name!r} orders")
+        mapping = column_mapping(raw, source.orders, C.REQUIRED_ORDER_COLUMNS,
+                                 C.OPTIONAL_ORDER_COLUMNS, f"source {name!r} orders")
+        staging = f"{resolve_path(conf.warehouse).rstrip('/')}/_staging/{run.run_id}"
         try:
-            # 1. Read every file once: a corrupt or unreadable file fails here, before any write.
-            with_row_hash(raw).write.mode("overwrite").parquet(f"{staging}/raw")
-            staged_raw = spark.read.parquet(f"{staging}/raw")
-            # 2. Classify the distinct rows.
-            classified = with_canonical(dedupe_exact(staged_raw), mapping, spec, key, non_products)
-            classified.write.mode("overwrite").parquet(f"{staging}/classified")
-            staged = spark.read.parquet(f"{staging}/classified")
-            counts = staged.agg(
-                F.sum(COPIES).alias("read"),
-                F.sum(F.col(COPIES) - 1).alias("duplicate"),
-                F.count_if(F.col(C.REASON).isNull()).alias("accepted"),
-                F.count_if(F.col(C.REASON).isNotNull()).alias("quarantined")).first()
-            read_n = int(counts["read"] or 0)
-            accepted, quarantined = int(counts["accepted"] or 0), int(counts["quarantined"] or 0)
-            duplicate = int(counts["duplicate"] or 0)
-            if read_n != accepted + quarantined + duplicate:  # a bug, never bad input
-                raise AssertionError(f"rows do not reconcile: read {read_n} != accepted {accepted}"
-                                     f" + quarantined {quarantined} + duplicate {duplicate}")
-            files = [r[0] for r in staged_raw.select(C.SOURCE_FILE).distinct().collect()]
-            catalogue_staged = inventory_staged = None
-            if catalogue is not None:
-                catalogue.write.mode("overwrite").parquet(f"{staging}/catalogue")
-                catalogue_staged = spark.read.parquet(f"{staging}/catalogue")
-            if inventory is not None:
-                inventory.write.mode("overwrite").parquet(f"{staging}/inventory")
-                inventory_staged = spark.read.parquet(f"{staging}/inventory")
-
-            # 3. Write: bronze per file, silver and quarantine insert-if-absent, products whole.
-            stamp = lambda df: (df.withColumn(C.RUN_ID, F.lit(run.run_id))  # noqa: E731
-                                .withColumn(C.INGESTED_AT, F.lit(run.computed_at)))
-            bronze = stamp(staged_raw.withColumn("source_name", F.lit(source_name)))
-            if files:
-                condition = f"{C.SOURCE_FILE} IN ({', '.join(tables.sql_string(f) for f in files)})"
-                if tables.table_exists(spark, conf, "bronze.order_lines_raw"):
-                    tables.replace_where(bronze, conf, "bronze.order_lines_raw", condition)
-                else:
-                    tables.overwrite(bronze, conf, "bronze.order_lines_raw", schema=None)
-            tables.insert_new(spark, stamp(staged.filter(F.col(C.REASON).isNull())), conf,
-                              "silver.order_lines", C.LINE_ID)
-            tables.insert_new(spark, stamp(staged.filter(F.col(C.REASON).isNotNull())), conf,
-                              "silver.quarantine", C.LINE_ID)
-            order_lines = tables.read_table(spark, conf, "silver.order_lines")
-            products = build_products(order_lines, catalogue_staged, non_products)
-            tables.overwrite(products.withColumn(C.RUN_ID, F.lit(run.run_id))
-                             .withColumn(C.COMPUTED_AT, F.lit(run.computed_at)),
-                             conf, "silver.products")
-            if catalogue is None:
-                run.note("no product catalogue: silver.products derived from order lines "
-                         "(latest name, median sale price; costs and lead times empty)")
-            else:
-                no_sku = catalogue_staged.filter(F.col(C.SKU).isNull()).count()
-                if no_sku:
-                    run.note(f"{no_sku} catalogue rows without a SKU were left out of silver.products")
-            if inventory_staged is not None:
-                tables.overwrite(inventory_staged.filter(F.col(C.SKU).isNotNull())
-                                 .withColumn(C.ON_HAND, F.coalesce(C.ON_HAND, F.lit(0.0)))
-                                 .withColumn(C.RUN_ID, F.lit(run.run_id))
-                                 .withColumn(C.COMPUTED_AT, F.lit(run.computed_at)),
-                                 conf, "silver.inventory")
-            else:
-                run.note("no inventory snapshot: silver.inventory not written")
+            staged = stage(spark, raw, mapping, source, key, conf.ingest.non_product_skus, staging)
+            counts = reconcile(staged.classified)
+            write_tables(run, staged, name, conf.ingest.non_product_skus)
         finally:
             _delete_path(spark, staging)
-
-        run.rows_in = read_n
-        run.rows_out = accepted
-        run.metric("rows_read", read_n)
-        run.metric("rows_accepted", accepted)
-        run.metric("rows_quarantined", quarantined)
-        run.metric("rows_duplicate", duplicate)
-        run.metric("files", len(files))
-        run.metric("accepted_share", accepted / read_n if read_n else None, key=True)
+        run.rows_in, run.rows_out = counts["read"], counts["accepted"]
+        for metric in ("read", "accepted", "quarantined", "duplicate"):
+            run.metric(f"rows_{metric}", counts[metric])
+        run.metric("files", len(staged.files))
+        run.metric("accepted_share", counts["accepted"] / counts["read"] if counts["read"] else None,
+                   key=True)
     return run.summary()
+
+
+@dataclass
+class Staged:
+    """One batch read whole into the staging folder before any table is written: the raw rows
+    (with their hash), the classified distinct rows, the files read, and the optional inputs."""
+
+    raw: DataFrame
+    classified: DataFrame
+    files: list[str]
+    catalogue: DataFrame | None
+    inventory: DataFrame | None
+
+
+def stage(spark: SparkSession, raw: DataFrame, mapping: dict, source: SourceSpec, key: bytes,
+          non_products: list[str], staging: str) -> Staged:
+    """Read every file once into ``staging`` (a corrupt or unreadable file fails here, before any
+    write) and classify the distinct rows; the catalogue and inventory snapshot likewise."""
+    def parked(df: DataFrame, part: str) -> DataFrame:
+        df.write.mode("overwrite").parquet(f"{staging}/{part}")
+        return spark.read.parquet(f"{staging}/{part}")
+
+    staged_raw = parked(with_row_hash(raw), "raw")
+    classified = parked(with_canonical(dedupe_exact(staged_raw), mapping, source.orders, key,
+                                       non_products), "classified")
+    files = [r[0] for r in staged_raw.select(C.SOURCE_FILE).distinct().collect()]
+    catalogue = parked(read_catalogue(spark, source.catalogue), "catalogue") if source.catalogue else None
+    inventory = parked(read_inventory(spark, source.inventory), "inventory") if source.inventory else None
+    return Staged(staged_raw, classified, files, catalogue, inventory)
+
+
+def reconcile(classified: DataFrame) -> dict[str, int]:
+    """Rows read, accepted, quarantined and exact duplicates of a classified batch; raises
+    AssertionError when they do not add up (a bug, never bad input)."""
+    row = classified.agg(
+        F.sum(COPIES).alias("read"),
+        F.sum(F.col(COPIES) - 1).alias("duplicate"),
+        F.count_if(F.col(C.REASON).isNull()).alias("accepted"),
+        F.count_if(F.col(C.REASON).isNotNull()).alias("quarantined")).first()
+    counts = {k: int(row[k] or 0) for k in ("read", "accepted", "quarantined", "duplicate")}
+    if counts["read"] != counts["accepted"] + counts["quarantined"] + counts["duplicate"]:
+        raise AssertionError(f"rows do not reconcile: {counts}")
+    return counts
+
+
+def write_tables(run: JobRun, staged: Staged, source_name: str, non_products: list[str]) -> None:
+    """Bronze replaced per file read, silver and quarantine insert-if-absent, products and the
+    inventory snapshot replaced whole."""
+    bronze = run.stamp(staged.raw.withColumn("source_name", F.lit(source_name)), "bronze.order_lines_raw")
+    if staged.files:
+        condition = f"{C.SOURCE_FILE} IN ({', '.join(tables.sql_string(f) for f in staged.files)})"
+        tables.replace_where(bronze, run.conf, "bronze.order_lines_raw", condition)
+    run.insert_new(staged.classified.filter(F.col(C.REASON).isNull()), "silver.order_lines", C.LINE_ID)
+    run.insert_new(staged.classified.filter(F.col(C.REASON).isNotNull()), "silver.quarantine", C.LINE_ID)
+    order_lines = run.read_output("silver.order_lines")
+    run.write(build_products(order_lines, staged.catalogue, non_products), "silver.products")
+    if staged.catalogue is None:
+        run.note("no product catalogue: silver.products derived from order lines "
+                 "(latest name, median sale price; costs and lead times empty)")
+    else:
+        no_sku = staged.catalogue.filter(F.col(C.SKU).isNull()).count()
+        if no_sku:
+            run.note(f"{no_sku:,} catalogue rows without a SKU were left out of silver.products")
+    if staged.inventory is not None:
+        run.write(staged.inventory.filter(F.col(C.SKU).isNotNull())
+                  .withColumn(C.ON_HAND, F.coalesce(C.ON_HAND, F.lit(0.0))), "silver.inventory")
+    else:
+        run.note("no inventory snapshot: silver.inventory not written")
 
 
 def quarantine_summary(spark: SparkSession, conf: Conf) -> DataFrame:

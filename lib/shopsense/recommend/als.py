@@ -23,6 +23,7 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import sys
+from dataclasses import dataclass
 from functools import partial
 from typing import Iterator
 
@@ -38,7 +39,9 @@ from shopsense.core import columns as C
 from shopsense.core import tables
 from shopsense.core.config import Conf
 from shopsense.recommend.metrics import METRICS, ranking_metrics
+from shopsense.core.errors import require_columns
 from shopsense.core.runs import JobRun
+from shopsense.core.settings import AlsSection, RecommendSection
 
 USER, ITEM, RANK, SCORE = "user", "item", "rank", "score"
 STRENGTH, NET_QUANTITY, LAST_BOUGHT = "strength", "net_quantity", "last_bought"
@@ -69,21 +72,12 @@ RECOMMENDATION_METRICS = T.StructType([
     *tables.RUN_COLUMNS,
 ])
 
-tables.SCHEMAS.setdefault("gold.recommendations", RECOMMENDATIONS)
-tables.SCHEMAS.setdefault("gold.recommendation_metrics", RECOMMENDATION_METRICS)
-
 ORDER_LINE_COLUMNS = (C.CUSTOMER_ID, C.SKU, C.QUANTITY, C.ORDER_DATE, C.IS_GUEST, C.IS_PRODUCT)
 EVENT_COLUMNS = (C.CUSTOMER_ID, C.SKU, "event_type", "event_at")
 
 
 class RecommendError(ValueError):
     """Invalid input or parameters for the recommend job."""
-
-
-def _require(df: DataFrame, needed, what: str) -> None:
-    missing = [c for c in needed if c not in df.columns]
-    if missing:
-        raise RecommendError(f"{what} lacks columns {missing}; it has {df.columns}")
 
 
 # --- interactions -------------------------------------------------------------------------------
@@ -106,7 +100,7 @@ def interactions(lines: DataFrame, as_of: dt.date | None = None, half_life_days:
     without a weight are ignored. Pairs whose net quantity is not positive are dropped unless an
     event keeps them (then net_quantity is 0). Raises RecommendError on missing columns or an
     unknown ``strength``."""
-    _require(lines, ORDER_LINE_COLUMNS, "order lines")
+    require_columns(lines, ORDER_LINE_COLUMNS, "order lines", RecommendError)
     if strength not in ("log1p", "quantity"):
         raise RecommendError(f"recommend.strength must be log1p or quantity, got {strength!r}")
     if half_life_days is not None and (half_life_days <= 0 or as_of is None):
@@ -123,7 +117,7 @@ def interactions(lines: DataFrame, as_of: dt.date | None = None, half_life_days:
         base = base * F.pow(F.lit(0.5), age / F.lit(float(half_life_days)))
     out = net.withColumn(STRENGTH, base.cast("double"))
     if events is not None:
-        _require(events, EVENT_COLUMNS, "events")
+        require_columns(events, EVENT_COLUMNS, "events", RecommendError)
         weights = {k: float(v) for k, v in (event_weights or {}).items() if v}
         if weights:
             w = F.create_map(*itertools.chain.from_iterable((F.lit(k), F.lit(v)) for k, v in weights.items()))
@@ -150,19 +144,19 @@ def index_column(df: DataFrame, column: str, index: str) -> DataFrame:
 
 # --- models ---------------------------------------------------------------------------------------
 
-def fit_als(ratings: DataFrame, rank: int, reg_param: float, alpha: float, params: dict,
+def fit_als(ratings: DataFrame, rank: int, reg_param: float, alpha: float, params: AlsSection,
             num_blocks: int):
     """ALS (implicit preferences) on (user, item, strength); seeded, checkpointing every
     ``checkpoint_interval`` iterations so long runs do not overflow the lineage stack."""
     from pyspark.ml.recommendation import ALS
 
     als = ALS(rank=int(rank), regParam=float(reg_param), alpha=float(alpha),
-              maxIter=int(params["max_iter"]), implicitPrefs=True, seed=int(params["seed"]),
+              maxIter=params.max_iter, implicitPrefs=True, seed=params.seed,
               userCol=USER, itemCol=ITEM, ratingCol=STRENGTH, nonnegative=False,
-              checkpointInterval=int(params["checkpoint_interval"]),
+              checkpointInterval=params.checkpoint_interval,
               numUserBlocks=num_blocks, numItemBlocks=num_blocks,
-              intermediateStorageLevel=params["intermediate_storage"],
-              finalStorageLevel=params["final_storage"], coldStartStrategy="drop")
+              intermediateStorageLevel=params.intermediate_storage,
+              finalStorageLevel=params.final_storage, coldStartStrategy="drop")
     return als.fit(ratings)
 
 
@@ -263,8 +257,8 @@ def top_k_blocks(user_factors: DataFrame, item_factors: DataFrame, k: int,
     tasks; customers stay distributed and are scored in blocks of about ``block_mb`` MB of scores
     (a matrix product and :func:`top_k_rows` per block). ``seen`` (user, item) pairs are never
     returned. Equal scores rank the lower item id first."""
-    _require(user_factors, ("id", "features"), "user factors")
-    _require(item_factors, ("id", "features"), "item factors")
+    require_columns(user_factors, ("id", "features"), "user factors", RecommendError)
+    require_columns(item_factors, ("id", "features"), "item factors", RecommendError)
     if k < 1:
         raise RecommendError(f"k must be >= 1, got {k}")
     items = item_factors.select("id", "features").toPandas().sort_values("id")
@@ -319,7 +313,7 @@ def window_relevant(lines: DataFrame, start: dt.date, end: dt.date, users: DataF
     return inter.join(users, C.CUSTOMER_ID).join(items, C.SKU).select(USER, ITEM)
 
 
-def evaluate_split(lines: DataFrame, train_end: dt.date, window_end: dt.date, p: dict,
+def evaluate_split(lines: DataFrame, train_end: dt.date, window_end: dt.date, p: RecommendSection,
                    grid: list[tuple[int, float, float]], num_blocks: int,
                    block_mb: int, num_partitions: int | None) -> list[dict]:
     """Train on order dates < train_end, evaluate on [train_end, window_end): one ALS result per
@@ -327,10 +321,10 @@ def evaluate_split(lines: DataFrame, train_end: dt.date, window_end: dt.date, p:
     ``min_items`` training SKUs and a purchase in the window that counts as relevant). With
     ``evaluation.exclude_purchased`` both models skip each user's training SKUs and only new
     SKUs count as relevant; without it re-purchases count too."""
-    k = int(p["k"])
+    k = p.k
     train_lines = lines.filter(F.col(C.ORDER_DATE) < F.lit(train_end))
-    inter = interactions(train_lines, train_end - dt.timedelta(days=1), p["recency_half_life_days"],
-                         p["strength"]).cache()
+    inter = interactions(train_lines, train_end - dt.timedelta(days=1), p.recency_half_life_days,
+                         p.strength).cache()
     users = index_column(inter, C.CUSTOMER_ID, USER).cache()
     items = index_column(inter, C.SKU, ITEM).cache()
     ratings = _to_ratings(inter, users, items).cache()
@@ -338,9 +332,9 @@ def evaluate_split(lines: DataFrame, train_end: dt.date, window_end: dt.date, p:
     if ratings.limit(1).count() == 0:
         raise RecommendError(f"no training interactions before {train_end}: move the evaluation "
                              "windows (recommend.evaluation.*) or as_of")
-    seen = ratings.select(USER, ITEM) if p["evaluation"]["exclude_purchased"] else None
+    seen = ratings.select(USER, ITEM) if p.evaluation.exclude_purchased else None
     eligible = (ratings.groupBy(USER).agg(F.count(F.lit(1)).alias("n"))
-                .filter(F.col("n") >= int(p["min_items"])).select(USER))
+                .filter(F.col("n") >= p.min_items).select(USER))
     relevant = window_relevant(lines, train_end, window_end, users, items).join(eligible, USER, "left_semi")
     if seen is not None:
         relevant = relevant.join(seen, [USER, ITEM], "left_anti")
@@ -353,7 +347,7 @@ def evaluate_split(lines: DataFrame, train_end: dt.date, window_end: dt.date, p:
     results.append({"model": "popularity", "als_rank": None, "reg_param": None, "alpha": None,
                     **ranking_metrics(pop, relevant, k, n_items, USER, ITEM, RANK)})
     for rank, reg, alpha in grid:
-        model = fit_als(ratings, rank, reg, alpha, p["als"], num_blocks)
+        model = fit_als(ratings, rank, reg, alpha, p.als, num_blocks)
         recs = top_k_blocks(model.userFactors.join(eval_users.withColumnRenamed(USER, "id"), "id", "left_semi"),
                             model.itemFactors, k,
                             seen.join(eval_users, USER, "left_semi") if seen is not None else None,
@@ -369,11 +363,8 @@ def evaluate_split(lines: DataFrame, train_end: dt.date, window_end: dt.date, p:
 
 # --- recommendations ------------------------------------------------------------------------------
 
-def out_of_stock_skus(spark: SparkSession, conf: Conf) -> DataFrame | None:
-    """SKUs with nothing on hand in the latest silver.inventory snapshot, or None without one."""
-    if not tables.table_exists(spark, conf, "silver.inventory"):
-        return None
-    inv = tables.read_table(spark, conf, "silver.inventory")
+def out_of_stock_skus(inv: DataFrame) -> DataFrame:
+    """SKUs with nothing on hand in the latest snapshot of ``inv`` (silver.inventory)."""
     latest = inv.agg(F.max(C.AS_OF)).first()[0]
     return inv.filter((F.col(C.AS_OF) == F.lit(latest)) & (F.col(C.ON_HAND) <= 0)).select(C.SKU).distinct()
 
@@ -422,16 +413,13 @@ def fallback_recommendations(customers: DataFrame, inter: DataFrame, top_n: int,
             .select(C.CUSTOMER_ID, RANK, C.SKU, F.col(SCORE).cast("double").alias(SCORE), "source"))
 
 
-def _grid(p: dict) -> list[tuple[int, float, float]]:
-    g = p["grid"]
-    points = list(itertools.product(g["rank"], g["reg_param"], g["alpha"]))
-    if not points:
-        raise RecommendError("recommend.grid needs at least one value for each of rank, reg_param, alpha")
-    return [(int(r), float(l), float(a)) for r, l, a in points]
+def _grid(p: RecommendSection) -> list[tuple[int, float, float]]:
+    """Every combination of the grid's rank, reg_param and alpha (each list is non-empty)."""
+    return list(itertools.product(p.grid.rank, p.grid.reg_param, p.grid.alpha))
 
 
-def _num_blocks(spark: SparkSession, p: dict) -> int:
-    return int(p["als"]["num_blocks"]) or max(1, spark.sparkContext.defaultParallelism)
+def _num_blocks(spark: SparkSession, p: RecommendSection) -> int:
+    return p.als.num_blocks or max(1, spark.sparkContext.defaultParallelism)
 
 
 def print_metrics(rows: list[dict], out=sys.stdout) -> None:
@@ -442,114 +430,136 @@ def print_metrics(rows: list[dict], out=sys.stdout) -> None:
         print(frame.to_string(index=False), file=out, flush=True)
 
 
+@dataclass(frozen=True)
+class Windows:
+    """The evaluation windows before as_of: validation [val_start, test_start), test
+    [test_start, as_of]."""
+
+    val_start: dt.date
+    test_start: dt.date
+    end: dt.date          # the day after as_of: windows are half-open
+
+    @classmethod
+    def before(cls, as_of: dt.date, p: RecommendSection) -> "Windows":
+        test_start = as_of + dt.timedelta(days=1 - p.evaluation.test_days)
+        return cls(test_start - dt.timedelta(days=p.evaluation.validation_days), test_start,
+                   as_of + dt.timedelta(days=1))
+
+
 def run(spark: SparkSession, conf: Conf) -> dict:
-    """The recommend job: gold.recommendation_metrics and gold.recommendations."""
-    p = conf["recommend"]
-    grid = _grid(p)
-    params = {k: v for k, v in p.items()}
-    with JobRun(spark, conf, "recommend", params) as run_:
-        lines = run_.read("silver.order_lines")
-        as_of = (dt.date.fromisoformat(str(conf["as_of"])) if conf.get("as_of")
-                 else lines.agg(F.max(C.ORDER_DATE)).first()[0])
-        if as_of is None:
-            raise RecommendError("silver.order_lines is empty: nothing to recommend from")
-        lines = lines.filter(F.col(C.ORDER_DATE) <= F.lit(as_of))
-        num_blocks = _num_blocks(spark, p)
-        parts = int(p["scoring"]["num_partitions"]) or None
-        block_mb = int(p["scoring"]["block_mb"])
-        ev = p["evaluation"]
-        test_start = as_of + dt.timedelta(days=1) - dt.timedelta(days=int(ev["test_days"]))
-        val_start = test_start - dt.timedelta(days=int(ev["validation_days"]))
-
-        # 1. grid on the validation window (skipped for a single point), 2. the chosen
-        # parameters on the test window
-        if len(grid) > 1:
-            val = evaluate_split(lines, val_start, test_start, p, grid, num_blocks, block_mb, parts)
-            als_val = [r for r in val if r["model"] == "als"]
-            best = max(als_val, key=lambda r: (r[p["select_by"]], -r["als_rank"], r["reg_param"], r["alpha"]))
-            chosen = (best["als_rank"], best["reg_param"], best["alpha"])
-            run_.note(f"grid on validation [{val_start}, {test_start}): chose rank={chosen[0]}, "
-                      f"reg_param={chosen[1]}, alpha={chosen[2]} by {p['select_by']}@{p['k']}")
-        else:
-            val, chosen = [], grid[0]
-            run_.note("grid has one point: validation window skipped")
-        test = evaluate_split(lines, test_start, as_of + dt.timedelta(days=1), p, [chosen],
-                              num_blocks, block_mb, parts)
-        rows = []
-        for split, results in (("validation", val), ("test", test)):
-            for r in results:
-                sel = r["model"] == "als" and (r["als_rank"], r["reg_param"], r["alpha"]) == chosen
-                rows.append({"split": split, "selected": bool(sel), **r})
-        print_metrics(rows)
-        metrics_df = spark.createDataFrame(
-            [{**{f.name: r.get(f.name) for f in RECOMMENDATION_METRICS.fields},
-              C.RUN_ID: run_.run_id, C.COMPUTED_AT: run_.computed_at} for r in rows],
-            schema=RECOMMENDATION_METRICS)
-        tables.overwrite(metrics_df, conf, "gold.recommendation_metrics", RECOMMENDATION_METRICS)
-        t_als = next(r for r in test if r["model"] == "als")
-        t_pop = next(r for r in test if r["model"] == "popularity")
-        k = int(p["k"])
-        run_.metric(f"test_precision_at_{k}_als", t_als["precision"], key=True)
-        run_.metric(f"test_precision_at_{k}_popularity", t_pop["precision"])
-        run_.metric(f"test_ndcg_at_{k}_als", t_als["ndcg"])
-        run_.metric(f"test_ndcg_at_{k}_popularity", t_pop["ndcg"])
-        run_.metric("test_users", t_als["n_users"])
-        if t_als["precision"] <= t_pop["precision"]:
-            run_.note(f"ALS does not beat the popularity baseline on the test window "
-                      f"(precision@{k} {t_als['precision']:.4f} vs {t_pop['precision']:.4f})")
-
-        # 3. final model on everything up to as_of
-        inter = interactions(lines, as_of, p["recency_half_life_days"], p["strength"],
-                             _events(spark, conf, run_, p, as_of), p["events"]["weights"]).cache()
-        run_.rows_in = inter.count()
-        users = index_column(inter, C.CUSTOMER_ID, USER).cache()
-        items = index_column(inter, C.SKU, ITEM).cache()
-        ratings = _to_ratings(inter, users, items).cache()
-        model = fit_als(ratings, *chosen, p["als"], num_blocks)
-        bought = (inter.filter(F.col(NET_QUANTITY) > 0).join(users, C.CUSTOMER_ID)
-                  .join(items, C.SKU).select(USER, ITEM))
-        scorable = (ratings.groupBy(USER).agg(F.count(F.lit(1)).alias("n"))
-                    .filter(F.col("n") >= int(p["min_items"])).select(F.col(USER).alias("id")))
-        oos = out_of_stock_skus(spark, conf) if p["exclude_out_of_stock"] else None
-        item_factors = model.itemFactors
-        if oos is not None:
-            oos_ids = items.join(oos, C.SKU).select(F.col(ITEM).alias("id"))
-            item_factors = item_factors.join(oos_ids, "id", "left_anti")
-            run_.metric("out_of_stock_skus", oos.count())
-        elif p["exclude_out_of_stock"]:
-            run_.note("no silver.inventory: out-of-stock SKUs are not filtered")
-        recs = top_k_blocks(model.userFactors.join(scorable, "id", "left_semi"), item_factors,
-                            int(p["top_n"]), bought if p["exclude_purchased"] else None, block_mb, parts)
-        als_recs = (recs.join(users, USER).join(items, ITEM)
-                    .select(C.CUSTOMER_ID, RANK, C.SKU, SCORE, F.lit(SOURCE_ALS).alias("source")))
-        customers = lines.transform(filter_customer_products).select(C.CUSTOMER_ID).distinct()
-        rest = customers.join(scorable.join(users.withColumnRenamed(USER, "id"), "id")
-                              .select(C.CUSTOMER_ID), C.CUSTOMER_ID, "left_anti")
-        segments = None
-        if tables.table_exists(spark, conf, "gold.customer_segments"):
-            segments = run_.read("gold.customer_segments")
-        else:
-            run_.note("no gold.customer_segments: fallback uses overall best-sellers")
-        fb = fallback_recommendations(rest, inter.filter(F.col(NET_QUANTITY) > 0), int(p["top_n"]),
-                                      segments, oos, p["exclude_purchased"])
-        out = (als_recs.unionByName(fb)
-               .withColumn(C.RUN_ID, F.lit(run_.run_id))
-               .withColumn(C.COMPUTED_AT, F.lit(run_.computed_at).cast("timestamp")))
-        tables.overwrite(out, conf, "gold.recommendations", RECOMMENDATIONS)
-        written = tables.read_table(spark, conf, "gold.recommendations")
-        by_source = dict(written.groupBy("source").agg(F.countDistinct(C.CUSTOMER_ID)).collect())
-        run_.rows_out = written.count()
+    """The recommend job: gold.recommendation_metrics (the grid on the validation window, the
+    chosen parameters against best-sellers on the test window) and gold.recommendations (the
+    chosen model on all history up to as_of; best-sellers for the customers it cannot serve)."""
+    p = conf.recommend
+    with JobRun(spark, conf, "recommend", p) as run_:
+        as_of = run_.as_of()
+        lines = run_.read("silver.order_lines").filter(F.col(C.ORDER_DATE) <= F.lit(as_of))
+        windows = Windows.before(as_of, p)
+        chosen, rows = choose_and_evaluate(run_, lines, windows, p)
+        run_.write(metrics_frame(spark, rows), "gold.recommendation_metrics")
+        record_test_metrics(run_, rows, p.k)
+        events = _events(run_, p, as_of)
+        inventory = run_.read_optional("silver.inventory", "out-of-stock SKUs are not filtered") \
+            if p.exclude_out_of_stock else None
+        segments = run_.read_optional("gold.customer_segments", "fallback uses overall best-sellers")
+        out, cached = recommendations(run_, lines, as_of, chosen, p, events, inventory, segments)
+        run_.rows_out = run_.write(out, "gold.recommendations")
+        for df in cached:
+            df.unpersist()
+        by_source = dict(run_.read_output("gold.recommendations").groupBy("source")
+                         .agg(F.countDistinct(C.CUSTOMER_ID)).collect())
         for src, n in sorted(by_source.items()):
             run_.metric(f"customers_{src}", n)
-        for df in (inter, users, items, ratings):
-            df.unpersist()
     return run_.summary()
 
 
-def _events(spark: SparkSession, conf: Conf, run_: JobRun, p: dict, as_of: dt.date) -> DataFrame | None:
-    name = p["events"]["source"]
+def metrics_frame(spark: SparkSession, rows: list[dict]) -> DataFrame:
+    """The metrics rows as a frame of gold.recommendation_metrics' columns (run columns aside)."""
+    fields = [f for f in RECOMMENDATION_METRICS.fields if f.name not in (C.RUN_ID, C.COMPUTED_AT)]
+    return spark.createDataFrame([{f.name: r.get(f.name) for f in fields} for r in rows],
+                                 schema=T.StructType(fields))
+
+
+def choose_and_evaluate(run_: JobRun, lines: DataFrame, w: Windows,
+                        p: RecommendSection) -> tuple[tuple[int, float, float], list[dict]]:
+    """The grid searched on the validation window (skipped for a single point), the chosen
+    parameters and best-sellers on the test window; returns the chosen point and the metrics
+    rows of both splits."""
+    grid = _grid(p)
+    num_blocks, parts = _num_blocks(run_.spark, p), p.scoring.num_partitions
+    if len(grid) > 1:
+        val = evaluate_split(lines, w.val_start, w.test_start, p, grid, num_blocks, p.scoring.block_mb, parts)
+        best = max((r for r in val if r["model"] == "als"),
+                   key=lambda r: (r[p.select_by], -r["als_rank"], r["reg_param"], r["alpha"]))
+        chosen = (best["als_rank"], best["reg_param"], best["alpha"])
+        run_.note(f"grid on validation [{w.val_start}, {w.test_start}): chose rank={chosen[0]}, "
+                  f"reg_param={chosen[1]}, alpha={chosen[2]} by {p.select_by}@{p.k}")
+    else:
+        val, chosen = [], grid[0]
+        run_.note("grid has one point: validation window skipped")
+    test = evaluate_split(lines, w.test_start, w.end, p, [chosen], num_blocks, p.scoring.block_mb, parts)
+    rows = [{"split": split, "selected": r["model"] == "als"
+             and (r["als_rank"], r["reg_param"], r["alpha"]) == chosen, **r}
+            for split, results in (("validation", val), ("test", test)) for r in results]
+    print_metrics(rows)
+    return chosen, rows
+
+
+def record_test_metrics(run_: JobRun, rows: list[dict], k: int) -> None:
+    """ALS against best-sellers on the test window, in the run record; a note when ALS does
+    not beat them."""
+    t_als = next(r for r in rows if r["split"] == "test" and r["model"] == "als")
+    t_pop = next(r for r in rows if r["split"] == "test" and r["model"] == "popularity")
+    run_.metric(f"test_precision_at_{k}_als", t_als["precision"], key=True)
+    run_.metric(f"test_precision_at_{k}_popularity", t_pop["precision"])
+    run_.metric(f"test_ndcg_at_{k}_als", t_als["ndcg"])
+    run_.metric(f"test_ndcg_at_{k}_popularity", t_pop["ndcg"])
+    run_.metric("test_users", t_als["n_users"])
+    if t_als["precision"] <= t_pop["precision"]:
+        run_.note(f"ALS does not beat the popularity baseline on the test window "
+                  f"(precision@{k} {t_als['precision']:.4f} vs {t_pop['precision']:.4f})")
+
+
+def recommendations(run_: JobRun, lines: DataFrame, as_of: dt.date, chosen: tuple[int, float, float],
+                    p: RecommendSection, events: DataFrame | None, inventory: DataFrame | None,
+                    segments: DataFrame | None) -> tuple[DataFrame, list[DataFrame]]:
+    """The chosen ALS model fitted on all history up to as_of, top_n per customer with enough
+    history; segment (else overall) best-sellers for the others. Returns the recommendations
+    and the frames cached to compute them (unpersist them once the output is written)."""
+    inter = interactions(lines, as_of, p.recency_half_life_days, p.strength, events,
+                         p.events.weights).cache()
+    run_.rows_in = inter.count()
+    users = index_column(inter, C.CUSTOMER_ID, USER).cache()
+    items = index_column(inter, C.SKU, ITEM).cache()
+    ratings = _to_ratings(inter, users, items).cache()
+    model = fit_als(ratings, *chosen, p.als, _num_blocks(run_.spark, p))
+    bought = (inter.filter(F.col(NET_QUANTITY) > 0).join(users, C.CUSTOMER_ID)
+              .join(items, C.SKU).select(USER, ITEM))
+    scorable = (ratings.groupBy(USER).agg(F.count(F.lit(1)).alias("n"))
+                .filter(F.col("n") >= p.min_items).select(F.col(USER).alias("id")))
+    oos = out_of_stock_skus(inventory) if inventory is not None else None
+    item_factors = model.itemFactors
+    if oos is not None:
+        item_factors = item_factors.join(items.join(oos, C.SKU).select(F.col(ITEM).alias("id")),
+                                         "id", "left_anti")
+        run_.metric("out_of_stock_skus", oos.count())
+    recs = top_k_blocks(model.userFactors.join(scorable, "id", "left_semi"), item_factors, p.top_n,
+                        bought if p.exclude_purchased else None, p.scoring.block_mb,
+                        p.scoring.num_partitions)
+    als_recs = (recs.join(users, USER).join(items, ITEM)
+                .select(C.CUSTOMER_ID, RANK, C.SKU, SCORE, F.lit(SOURCE_ALS).alias("source")))
+    customers = lines.transform(filter_customer_products).select(C.CUSTOMER_ID).distinct()
+    rest = customers.join(scorable.join(users.withColumnRenamed(USER, "id"), "id")
+                          .select(C.CUSTOMER_ID), C.CUSTOMER_ID, "left_anti")
+    fb = fallback_recommendations(rest, inter.filter(F.col(NET_QUANTITY) > 0), p.top_n,
+                                  segments, oos, p.exclude_purchased)
+    return als_recs.unionByName(fb), [inter, users, items, ratings]
+
+
+def _events(run_: JobRun, p: RecommendSection, as_of: dt.date) -> DataFrame | None:
+    name = p.events.source
     if not name:
         return None
     events = run_.read(name)
-    _require(events, EVENT_COLUMNS, name)
+    require_columns(events, EVENT_COLUMNS, name, RecommendError)
     return events.filter(F.to_date("event_at") <= F.lit(as_of))

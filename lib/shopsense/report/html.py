@@ -73,7 +73,7 @@ class Report:
     def __init__(self, spark: SparkSession, conf: Conf):
         self.spark = spark
         self.conf = conf
-        self.params = conf["report"]
+        self.params = conf.report
 
     def read(self, name: str):
         return tables.read_table(self.spark, self.conf, name)
@@ -111,7 +111,7 @@ class Report:
         n_rules = df.count()
         if n_rules == 0:
             return "<p>No rule passed the support and confidence thresholds.</p>"
-        top = df.orderBy(F.desc("lift"), F.desc("support")).limit(int(self.params["top_rules"])).collect()
+        top = df.orderBy(F.desc("lift"), F.desc("support")).limit(self.params.top_rules).collect()
 
         def name(names, skus):
             return " + ".join(n or s for n, s in zip(names or skus, skus))
@@ -153,8 +153,8 @@ class Report:
         fc = self.read("gold.demand_forecast")
         demand = self.read("gold.sku_daily_demand") if tables.table_exists(
             self.spark, self.conf, "gold.sku_daily_demand") else None
-        n_top = int(self.params["top_skus"])
-        days = int(self.params["history_days"])
+        n_top = self.params.top_skus
+        days = self.params.history_days
         as_of = fc.agg(F.max("as_of")).first()[0]
         if as_of is None:
             return "<p>gold.demand_forecast is empty.</p>"
@@ -222,7 +222,7 @@ class Report:
         statuses = {r["status"]: r["count"] for r in pol.groupBy("status").count().collect()}
         top = (pol.filter(F.col("status") == "reorder now")
                .orderBy("abc_class", F.asc_nulls_last("days_of_cover"), "sku")
-               .limit(int(self.params["reorder_rows"])).collect())
+               .limit(self.params.reorder_rows).collect())
         head = "<p>" + ", ".join(f"{escape(s)}: {c:,}" for s, c in sorted(statuses.items())) + ".</p>"
         if n == 0:
             return head + "<p>Nothing to reorder now.</p>"
@@ -291,16 +291,16 @@ def _page(conf: Conf, body: str) -> str:
     return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
             f'<meta name="viewport" content="width=device-width, initial-scale=1">'
             f"<title>shopsense report</title><style>{_CSS}</style></head><body>"
-            f"<h1>shopsense report</h1><p class=\"meta\">Warehouse {escape(resolve_path(conf['warehouse']))}, "
+            f"<h1>shopsense report</h1><p class=\"meta\">Warehouse {escape(resolve_path(conf.warehouse))}, "
             f"written {stamp}.</p>{body}{_RENDER_CHECK}</body></html>")
 
 
 def output_path(conf: Conf) -> Path:
     """Where the report goes: conf ``report.path``, or ``report.html`` beside the warehouse
     (a local path: the report is written by the driver)."""
-    if conf["report"].get("path"):
-        return Path(resolve_path(conf["report"]["path"]))
-    warehouse = resolve_path(conf["warehouse"])
+    if conf.report.path:
+        return Path(resolve_path(conf.report.path))
+    warehouse = resolve_path(conf.warehouse)
     if "://" in warehouse and not warehouse.startswith("file:"):
         return Path(os.path.abspath("shopsense_report.html"))
     return Path(warehouse.removeprefix("file:")).parent / "shopsense_report.html"
@@ -311,7 +311,7 @@ def write_report(spark: SparkSession, conf: Conf, path: str | Path | None = None
     """Write the HTML report; returns its path and each section's state. Raises
     FileNotFoundError when the warehouse holds no gold table at all."""
     if not tables.table_exists(spark, conf, "gold.job_runs"):
-        raise FileNotFoundError(f"no gold tables under {resolve_path(conf['warehouse'])}: "
+        raise FileNotFoundError(f"no gold tables under {resolve_path(conf.warehouse)}: "
                                 "run `shopsense demo` or `shopsense run all` first")
     t0 = time.monotonic()
     html, state = Report(spark, conf).build(progress)

@@ -14,7 +14,7 @@ LAYERS = ("bronze", "silver", "gold")
 def list_tables(spark: SparkSession, conf: Conf) -> list[str]:
     """Names (``layer.table``) of the Delta tables under the warehouse."""
     jvm = spark.sparkContext._jvm
-    root = resolve_path(conf["warehouse"]).rstrip("/")
+    root = resolve_path(conf.warehouse).rstrip("/")
     found = []
     for layer in LAYERS:
         path = jvm.org.apache.hadoop.fs.Path(f"{root}/{layer}")
@@ -45,7 +45,7 @@ def table_rows(spark: SparkSession, conf: Conf) -> list[dict]:
 def print_tables(spark: SparkSession, conf: Conf) -> None:
     """Print where the tables are and what they hold."""
     rows = table_rows(spark, conf)
-    root = resolve_path(conf["warehouse"])
+    root = resolve_path(conf.warehouse)
     if not rows:
         print(f"No tables under {root} yet: run `shopsense demo` or `shopsense run all`.")
         return

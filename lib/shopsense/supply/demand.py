@@ -54,21 +54,6 @@ class DemandError(RuntimeError):
     """The order lines cannot give a demand table (e.g. none at all, or an invalid as-of)."""
 
 
-def resolve_as_of(conf: Conf, df: DataFrame, date_col: str) -> dt.date:
-    """``conf["as_of"]`` as a date, or the latest ``date_col`` of ``df`` when it is null.
-
-    Raises DemandError when conf's value is not a YYYY-MM-DD date or ``df`` is empty."""
-    if conf["as_of"]:
-        try:
-            return dt.date.fromisoformat(str(conf["as_of"]))
-        except ValueError:
-            raise DemandError(f"as_of must be a YYYY-MM-DD date, got {conf['as_of']!r}") from None
-    last = df.agg(F.max(date_col)).first()[0]
-    if last is None:
-        raise DemandError(f"cannot default as_of: the input has no {date_col} values (no rows)")
-    return last
-
-
 def filter_product_lines(lines: DataFrame, as_of: dt.date) -> DataFrame:
     """Product lines (guests included) dated on or before ``as_of``."""
     return lines.filter(F.col(C.IS_PRODUCT) & (F.col(C.ORDER_DATE) <= F.lit(as_of)))
@@ -122,22 +107,15 @@ def build_daily_demand(lines: DataFrame, as_of: dt.date, promo_discount: float =
 def run(spark: SparkSession, conf: Conf) -> dict:
     """Build gold.sku_daily_demand from silver.order_lines (whole-table replace).
     Returns the run summary; metrics: skus, days, promo_days, as_of (yyyymmdd)."""
-    params = dict(conf["demand"])
-    with JobRun(spark, conf, "demand", params) as run:
+    with JobRun(spark, conf, "demand", conf.demand) as run:
         lines = run.read("silver.order_lines")
-        as_of = resolve_as_of(conf, lines, C.ORDER_DATE)
-        if not conf["as_of"]:
-            run.note(f"as_of not set: using the last order date {as_of}")
-        run.parameters["as_of"] = str(as_of)
-        demand = (build_daily_demand(lines, as_of, float(conf["demand"]["promo_discount"]))
-                  .withColumn(C.RUN_ID, F.lit(run.run_id))
-                  .withColumn(C.COMPUTED_AT, F.lit(run.computed_at)))
-        tables.overwrite(demand, conf, "gold.sku_daily_demand", SKU_DAILY_DEMAND)
-        written = tables.read_table(spark, conf, "gold.sku_daily_demand")
-        stats = written.agg(F.count("*").alias("rows"), F.count_distinct(C.SKU).alias("skus"),
-                            F.count_if(F.col(PROMO)).alias("promo_days")).first()
+        as_of = run.as_of()
+        demand = build_daily_demand(lines, as_of, conf.demand.promo_discount)
+        run.rows_out = run.write(demand, "gold.sku_daily_demand")
         run.rows_in = lines.count()
-        run.rows_out = int(stats["rows"])
+        stats = (run.read_output("gold.sku_daily_demand")
+                 .agg(F.count_distinct(C.SKU).alias("skus"), F.count_if(F.col(PROMO)).alias("promo_days"))
+                 .first())
         run.metric("skus", int(stats["skus"]), key=True)
         run.metric("promo_days", int(stats["promo_days"]))
         run.metric("as_of", int(as_of.strftime("%Y%m%d")))

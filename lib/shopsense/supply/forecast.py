@@ -81,14 +81,9 @@ FORECAST_ACCURACY_SUMMARY = T.StructType(
 
 
 def forecast_params(conf: Conf) -> ForecastParams:
-    """ForecastParams from the ``forecast:`` conf section (``backtest_step`` 0 means horizon).
-    Raises ValueError naming the offending parameter."""
-    section = dict(conf["forecast"])
+    """ForecastParams from conf's (validated) ``forecast:`` section."""
     names = {f.name for f in dataclasses.fields(ForecastParams)}
-    kwargs = {k: v for k, v in section.items() if k in names}
-    if not kwargs.get("backtest_step"):
-        kwargs["backtest_step"] = None
-    return ForecastParams(**kwargs)
+    return ForecastParams(**{k: v for k, v in conf.forecast.model_dump().items() if k in names})
 
 
 def active_skus(demand: DataFrame, as_of: dt.date, active_days: int) -> DataFrame:
@@ -106,10 +101,10 @@ def filter_active_history(demand: DataFrame, as_of: dt.date, active_days: int) -
             .select(C.SKU, C.DATE, UNITS))
 
 
-def default_partitions(spark: SparkSession, configured: int = 0) -> int:
-    """``configured`` when positive, else four partitions per task slot
+def default_partitions(spark: SparkSession, configured: int | None = None) -> int:
+    """``configured`` when set, else four partitions per task slot
     (``4 x spark.default.parallelism``)."""
-    return int(configured) or 4 * spark.sparkContext.defaultParallelism
+    return configured or 4 * spark.sparkContext.defaultParallelism
 
 
 def forecast_skus(history: DataFrame, params: ForecastParams, partitions: int) -> DataFrame:
@@ -190,19 +185,12 @@ def run(spark: SparkSession, conf: Conf) -> dict:
     gold.demand_forecast, gold.forecast_accuracy and gold.forecast_accuracy_summary (each a
     whole-table replace). Returns the run summary; the overall accuracy is in its metrics
     (``mase``, ``baseline_mase``, ``wape``, ...) and printed."""
-    section = conf["forecast"]
     params = forecast_params(conf)
-    active_days = int(section["active_days"])
-    if active_days < 1:
-        raise ValueError(f"forecast.active_days must be >= 1, got {active_days}")
-    partitions = default_partitions(spark, int(section["partitions"]))
-    with JobRun(spark, conf, "forecast", dict(section)) as run:
-        demand = run.read("gold.sku_daily_demand")
-        as_of = run.resolve_as_of(demand, C.DATE, "gold.sku_daily_demand")
-        history = filter_active_history(demand, as_of, active_days).persist()
-        stamp = lambda df: (df.withColumn(AS_OF, F.lit(as_of))  # noqa: E731
-                            .withColumn(C.RUN_ID, F.lit(run.run_id))
-                            .withColumn(C.COMPUTED_AT, F.lit(run.computed_at)))
+    partitions = default_partitions(spark, conf.forecast.partitions)
+    with JobRun(spark, conf, "forecast", conf.forecast) as run:
+        as_of = run.as_of()
+        history = filter_active_history(run.read("gold.sku_daily_demand"), as_of,
+                                        conf.forecast.active_days).persist()
         # The fits run once: the first write computes and caches every partition, the second
         # reads the cache.
         combined = forecast_and_backtest_skus(history, params, partitions).persist(
@@ -211,35 +199,34 @@ def run(spark: SparkSession, conf: Conf) -> dict:
             run.rows_in = history.count()
             forecasts = (split_forecasts(combined)
                          .withColumn(HORIZON_DAY, F.datediff(F.col(C.DATE), F.lit(as_of))))
-            tables.overwrite(stamp(forecasts), conf, "gold.demand_forecast", DEMAND_FORECAST)
-            tables.overwrite(stamp(split_accuracy(combined)), conf,
-                             "gold.forecast_accuracy", FORECAST_ACCURACY)
+            run.rows_out = run.write(forecasts.withColumn(AS_OF, F.lit(as_of)), "gold.demand_forecast")
+            run.write(split_accuracy(combined).withColumn(AS_OF, F.lit(as_of)), "gold.forecast_accuracy")
         finally:
             combined.unpersist()
             history.unpersist()
-        accuracy = tables.read_table(spark, conf, "gold.forecast_accuracy")
-        tables.overwrite(stamp(accuracy_summary(accuracy)), conf,
-                         "gold.forecast_accuracy_summary", FORECAST_ACCURACY_SUMMARY)
-
-        written = tables.read_table(spark, conf, "gold.demand_forecast")
-        counts = (written.groupBy(C.SKU).agg(F.first("status").alias("status"))
-                  .agg(F.count("*").alias("skus"),
-                       F.count_if(F.col("status") == "fallback").alias("fallback"))).first()
-        run.rows_out = written.count()
-        run.metric("skus_forecast", int(counts["skus"]))
-        run.metric("skus_fallback", int(counts["fallback"]))
-        summary = (tables.read_table(spark, conf, "gold.forecast_accuracy_summary")
-                   .filter(F.col(SCOPE) == "all").first())
-        if summary is not None:
-            for name in ("n_skus", "n_points", "share_beats_baseline",
-                         *_OVERALL_METRICS, *(f"baseline_{m}" for m in _OVERALL_METRICS)):
-                value = summary[name]
-                if value is not None and not (isinstance(value, float) and math.isnan(value)):
-                    run.metric(name, float(value), key=(name == "mase"))
-            run.note("backtest overall: " + ", ".join(
-                f"{m.upper()} {_fmt(summary[m])} (seasonal naive {_fmt(summary['baseline_' + m])})"
-                for m in _OVERALL_METRICS)
-                + f"; beats seasonal naive on {_fmt(summary['share_beats_baseline'])} of SKUs")
-        else:
-            run.note("backtest: no SKU had enough history for a backtest window")
+        summary = accuracy_summary(run.read_output("gold.forecast_accuracy"))
+        run.write(summary.withColumn(AS_OF, F.lit(as_of)), "gold.forecast_accuracy_summary")
+        record_accuracy(run)
     return run.summary()
+
+
+def record_accuracy(run: JobRun) -> None:
+    """SKUs forecast and fallen back, and the overall backtest figures, in the run record."""
+    counts = (run.read_output("gold.demand_forecast").groupBy(C.SKU).agg(F.first("status").alias("status"))
+              .agg(F.count("*").alias("skus"),
+                   F.count_if(F.col("status") == "fallback").alias("fallback"))).first()
+    run.metric("skus_forecast", int(counts["skus"]))
+    run.metric("skus_fallback", int(counts["fallback"]))
+    summary = (run.read_output("gold.forecast_accuracy_summary").filter(F.col(SCOPE) == "all").first())
+    if summary is None:
+        run.note("backtest: no SKU had enough history for a backtest window")
+        return
+    for name in ("n_skus", "n_points", "share_beats_baseline",
+                 *_OVERALL_METRICS, *(f"baseline_{m}" for m in _OVERALL_METRICS)):
+        value = summary[name]
+        if value is not None and not (isinstance(value, float) and math.isnan(value)):
+            run.metric(name, float(value), key=(name == "mase"))
+    run.note("backtest overall: " + ", ".join(
+        f"{m.upper()} {_fmt(summary[m])} (seasonal naive {_fmt(summary['baseline_' + m])})"
+        for m in _OVERALL_METRICS)
+        + f"; beats seasonal naive on {_fmt(summary['share_beats_baseline'])} of SKUs")

@@ -47,6 +47,7 @@ from shopsense.supply.replay import (LOSS_K_MAX, LOSS_K_MIN, SIMULATION_SCHEMA, 
                                      normal_loss, inverse_normal_loss, simulate_one_sku,
                                      z_for_cycle_service)
 from shopsense.core.runs import JobRun
+from shopsense.core.settings import InventorySection
 
 ABC = "abc_class"
 XYZ = "xyz_class"
@@ -143,39 +144,6 @@ INVENTORY_SIMULATION = T.StructType([
 
 class InventoryError(ValueError):
     """Invalid inventory parameters or inputs (the message names the offending value)."""
-
-
-# --- parameters ------------------------------------------------------------------------------
-
-def check_params(section: dict) -> None:
-    """Validate the ``inventory:`` conf section; raises InventoryError naming the key."""
-    measure = section["service_measure"]
-    if measure not in ("fill_rate", "cycle"):
-        raise InventoryError(f"inventory.service_measure must be fill_rate or cycle, got {measure!r}")
-    levels = section["service_levels"]
-    if sorted(levels) != ["A", "B", "C"]:
-        raise InventoryError(f"inventory.service_levels needs exactly A, B, C, got {sorted(levels)}")
-    for cls, level in levels.items():
-        if not 0.0 < float(level) < 1.0:
-            raise InventoryError(f"inventory.service_levels.{cls} must be in (0, 1), got {level!r}")
-    a, b = (float(x) for x in section["abc_thresholds"])
-    if not 0.0 < a < b <= 1.0:
-        raise InventoryError(f"inventory.abc_thresholds must be 0 < A < B <= 1, got {[a, b]}")
-    x, y = (float(v) for v in section["xyz_thresholds"])
-    if not 0.0 < x < y:
-        raise InventoryError(f"inventory.xyz_thresholds must be 0 < X < Y, got {[x, y]}")
-    for key in ("ordering_cost", "holding_cost_rate"):
-        if float(section[key]) <= 0:
-            raise InventoryError(f"inventory.{key} must be > 0, got {section[key]!r}")
-    for key in ("class_window_days", "xyz_period_days"):
-        if int(section[key]) < 1:
-            raise InventoryError(f"inventory.{key} must be >= 1, got {section[key]!r}")
-    if float(section["max_order_cover_days"]) < 0:
-        raise InventoryError(f"inventory.max_order_cover_days must be >= 0, "
-                             f"got {section['max_order_cover_days']!r}")
-    if float(section["review_period_days"]) < 0:
-        raise InventoryError(f"inventory.review_period_days must be >= 0, "
-                             f"got {section['review_period_days']!r}")
 
 
 # --- Column rules ----------------------------------------------------------------------------
@@ -375,15 +343,15 @@ def service_targets(spark: SparkSession, levels: dict) -> DataFrame:
     return spark.createDataFrame(rows, f"{ABC} string, {TARGET} double, cycle_z double")
 
 
-def capped_order_qty(eoq: Column, daily_demand: Column, max_cover_days: float) -> Column:
-    """The EOQ, at most ``max_cover_days`` of average demand (0: no cap)."""
-    if max_cover_days <= 0:
+def capped_order_qty(eoq: Column, daily_demand: Column, max_cover_days: float | None) -> Column:
+    """The EOQ, at most ``max_cover_days`` of average demand (None or 0: no cap)."""
+    if not max_cover_days:
         return eoq
     return F.least(eoq, daily_demand * F.lit(float(max_cover_days)))
 
 
 def with_policy(df: DataFrame, measure: str, ordering_cost: float, holding_rate: float,
-                review_period_days: float, max_order_cover_days: float = 0.0) -> DataFrame:
+                review_period_days: float, max_order_cover_days: float | None = None) -> DataFrame:
     """Add the policy columns to rows holding avg_daily_demand, demand_std, lead_time_days,
     lead_time_std_days, unit_cost, pack_size, min_order_qty, target_service_level, cycle_z.
     The order quantity is the EOQ capped at ``max_order_cover_days`` of demand, rounded up to
@@ -426,28 +394,27 @@ def with_position_and_status(df: DataFrame, overstock_cover_days: float) -> Data
                                              F.col("order_qty"), overstock_cover_days)))
 
 
-def classified_skus(demand: DataFrame, skus: DataFrame, as_of: dt.date, section: dict) -> DataFrame:
+def classified_skus(demand: DataFrame, skus: DataFrame, as_of: dt.date, section: InventorySection) -> DataFrame:
     """(sku, revenue, revenue_share, abc_class, demand_cv, xyz_class) for the SKUs of ``skus``
     (ABC shares are computed over all SKUs with demand, so they do not depend on which are
     forecast)."""
-    window = int(section["class_window_days"])
-    a, b = (float(x) for x in section["abc_thresholds"])
-    x, y = (float(v) for v in section["xyz_thresholds"])
+    window = section.class_window_days
+    a, b = section.abc_thresholds
+    x, y = section.xyz_thresholds
     revenue = class_revenue(demand, as_of, window)
     all_skus = skus.select(C.SKU).unionByName(revenue.select(C.SKU)).distinct()
     classes = with_abc_class(all_skus.join(revenue, C.SKU, "left")
                              .withColumn(C.REVENUE, F.coalesce(F.col(C.REVENUE), F.lit(0.0))), a, b)
-    cv = demand_cv(demand, as_of, window, int(section["xyz_period_days"]))
+    cv = demand_cv(demand, as_of, window, section.xyz_period_days)
     return (classes.join(skus.select(C.SKU), C.SKU, "left_semi").join(cv, C.SKU, "left")
             .withColumn(XYZ, xyz_class(F.col(DEMAND_CV), x, y)))
 
 
 def build_policy(spark: SparkSession, forecast_in: DataFrame, demand: DataFrame,
                  products: DataFrame | None, snapshot: DataFrame | None, as_of: dt.date,
-                 section: dict) -> DataFrame:
+                 section: InventorySection) -> DataFrame:
     """The gold.inventory_policy rows (without run columns) for the SKUs of ``forecast_in``
     and of ``snapshot``. ``products`` / ``snapshot`` None means the table is absent."""
-    check_params(section)
     skus = forecast_in.select(C.SKU)
     if snapshot is not None:
         snap = snapshot.groupBy(C.SKU).agg(F.sum(C.ON_HAND).alias(C.ON_HAND),
@@ -465,13 +432,13 @@ def build_policy(spark: SparkSession, forecast_in: DataFrame, demand: DataFrame,
             .withColumn(ABC, F.coalesce(F.col(ABC), F.lit("C")))
             .withColumn(XYZ, F.coalesce(F.col(XYZ), F.lit("Z")))
             .withColumn(C.REVENUE, F.coalesce(F.col(C.REVENUE), F.lit(0.0))))
-    base = with_defaults(base, section["defaults"])
-    targets = F.broadcast(service_targets(spark, section["service_levels"]))
-    policy = with_policy(base.join(targets, ABC, "left"), section["service_measure"],
-                         float(section["ordering_cost"]), float(section["holding_cost_rate"]),
-                         float(section["review_period_days"]), float(section["max_order_cover_days"]))
-    return (with_position_and_status(policy, float(section["overstock_cover_days"]))
-            .withColumn("service_measure", F.lit(section["service_measure"]))
+    base = with_defaults(base, section.defaults.model_dump())
+    targets = F.broadcast(service_targets(spark, section.service_levels.model_dump()))
+    policy = with_policy(base.join(targets, ABC, "left"), section.service_measure,
+                         section.ordering_cost, section.holding_cost_rate,
+                         section.review_period_days, section.max_order_cover_days)
+    return (with_position_and_status(policy, section.overstock_cover_days)
+            .withColumn("service_measure", F.lit(section.service_measure))
             .withColumn("as_of", F.lit(as_of)))
 
 
@@ -485,25 +452,25 @@ def simulation_window(as_of: dt.date, days: int, fit_days: int) -> tuple[dt.date
 
 
 def simulation_policy(spark: SparkSession, policy: DataFrame, demand: DataFrame, as_of: dt.date,
-                      section: dict) -> DataFrame:
+                      section: InventorySection) -> DataFrame:
     """The policy the simulation replays: every column of ``policy`` (classes, targets, lead
     times, costs, packs) except demand, which is re-estimated from the fit window only (mean
     and sample std of daily units, negative days as 0), so the replayed days are unseen; the
     safety stock, reorder point and order quantity are then recomputed with the same rules."""
-    sim = section["simulation"]
-    fit_start, sim_start, _ = simulation_window(as_of, int(sim["days"]), int(sim["fit_days"]))
+    sim = section.simulation
+    fit_start, sim_start, _ = simulation_window(as_of, sim.days, sim.fit_days)
     fit = (demand.filter((F.col(C.DATE) >= F.lit(fit_start)) & (F.col(C.DATE) < F.lit(sim_start)))
            .groupBy(C.SKU)
            .agg(F.avg(F.greatest(F.col(UNITS), F.lit(0.0))).alias(AVG_DAILY_DEMAND),
                 F.coalesce(F.stddev_samp(F.greatest(F.col(UNITS), F.lit(0.0))), F.lit(0.0)).alias(DEMAND_STD)))
     keep = [C.SKU, ABC, XYZ, C.LEAD_TIME_DAYS, C.LEAD_TIME_STD_DAYS, C.UNIT_COST, C.PACK_SIZE,
             C.MIN_ORDER_QTY]
-    targets = F.broadcast(service_targets(spark, section["service_levels"]))
+    targets = F.broadcast(service_targets(spark, section.service_levels.model_dump()))
     return with_policy(policy.filter(F.col(AVG_DAILY_DEMAND).isNotNull()).select(*keep)
                        .join(fit, C.SKU, "inner").join(targets, ABC, "left"),
-                       section["service_measure"], float(section["ordering_cost"]),
-                       float(section["holding_cost_rate"]), float(section["review_period_days"]),
-                       float(section["max_order_cover_days"]))
+                       section.service_measure, section.ordering_cost,
+                       section.holding_cost_rate, section.review_period_days,
+                       section.max_order_cover_days)
 
 
 def simulate_skus(sim_policy: DataFrame, days: DataFrame, seed: int, partitions: int) -> DataFrame:
@@ -531,72 +498,68 @@ def fill_rate_by_class(sim: DataFrame) -> DataFrame:
 
 # --- the job -------------------------------------------------------------------------------------
 
-def _optional(run: JobRun, spark: SparkSession, conf: Conf, name: str) -> DataFrame | None:
-    if not tables.table_exists(spark, conf, name):
-        run.note(f"{name} not found: its values come from inventory.defaults")
-        return None
-    return run.read(name)
-
-
 def run(spark: SparkSession, conf: Conf) -> dict:
     """Compute gold.inventory_policy and (when ``inventory.simulation.enabled``) replay it in
     gold.inventory_simulation, both whole-table replaces. Returns the run summary; metrics:
     SKUs per status, defaults used, and the simulated fill rate per ABC class."""
-    section = dict(conf["inventory"])
-    check_params(section)
-    partitions = int(section["partitions"]) or 2 * spark.sparkContext.defaultParallelism
+    section = conf.inventory
     with JobRun(spark, conf, "inventory", section) as run:
         forecast, accuracy = read_forecast_tables(run)
         demand = run.read("gold.sku_daily_demand")
-        as_of = run.resolve_as_of(demand, C.DATE, "gold.sku_daily_demand")
-        products = _optional(run, spark, conf, "silver.products")
-        snapshot = _optional(run, spark, conf, "silver.inventory")
-        stamp = lambda df: (df.withColumn(C.RUN_ID, F.lit(run.run_id))  # noqa: E731
-                            .withColumn(C.COMPUTED_AT, F.lit(run.computed_at)))
+        as_of = run.as_of()
+        without = "its values come from inventory.defaults"
+        products = run.read_optional("silver.products", without)
+        snapshot = run.read_optional("silver.inventory", without)
         policy = build_policy(spark, forecast_inputs(forecast, accuracy), demand, products,
                               snapshot, as_of, section)
-        tables.overwrite(stamp(policy), conf, "gold.inventory_policy", INVENTORY_POLICY)
-        written = tables.read_table(spark, conf, "gold.inventory_policy")
+        run.rows_out = run.write(policy, "gold.inventory_policy")
         run.rows_in = forecast.count()
-        run.rows_out = written.count()
-        for row in written.groupBy(STATUS).count().collect():
-            run.metric(f"skus_{row[STATUS].replace(' ', '_')}", int(row["count"]))
-        used = (written.select(F.explode(DEFAULTS_USED).alias("input")).groupBy("input").count()
-                .orderBy("input").collect())
-        if used:
-            run.note("conf defaults used (SKUs per input): "
-                     + ", ".join(f"{r['input']} {r['count']}" for r in used))
-        for r in used:
-            run.metric(f"defaults_{r['input']}", int(r["count"]))
-
-        sim = section["simulation"]
-        if sim["enabled"]:
-            fit_start, sim_start, _ = simulation_window(as_of, int(sim["days"]), int(sim["fit_days"]))
-            sim_policy = simulation_policy(spark, written, demand, as_of, section).persist()
-            try:
-                window = demand.filter((F.col(C.DATE) >= F.lit(sim_start))
-                                       & (F.col(C.DATE) <= F.lit(as_of)))
-                result = (simulate_skus(sim_policy, window, int(sim["seed"]), partitions)
-                          .withColumnRenamed("status", "sim_status")
-                          .withColumnRenamed("reason", "sim_reason")
-                          .join(sim_policy.select(C.SKU, ABC, XYZ, TARGET, AVG_DAILY_DEMAND,
-                                                  DEMAND_STD, C.LEAD_TIME_DAYS, C.LEAD_TIME_STD_DAYS,
-                                                  "safety_stock", "reorder_point", "order_qty"),
-                                C.SKU, "inner")
-                          .withColumn("service_measure", F.lit(section["service_measure"]))
-                          .withColumn("as_of", F.lit(as_of)))
-                tables.overwrite(stamp(result), conf, "gold.inventory_simulation",
-                                 INVENTORY_SIMULATION)
-            finally:
-                sim_policy.unpersist()
-            simulated = tables.read_table(spark, conf, "gold.inventory_simulation")
-            by_class = fill_rate_by_class(simulated).collect()
-            for r in by_class:
-                run.metric(f"sim_fill_rate_{r[ABC]}", r["fill_rate"], key=(r[ABC] == "A"))
-                run.metric(f"sim_target_{r[ABC]}", r["target"])
-                run.metric(f"sim_cycle_service_level_{r[ABC]}", r["cycle_service_level"])
-            run.note(f"simulation: policy fitted on {fit_start}..{sim_start - dt.timedelta(days=1)}, "
-                     f"replayed on {sim_start}..{as_of}; fill rate per class: "
-                     + ", ".join(f"{r[ABC]} {r['fill_rate']:.3f} (target {r['target']:.3f}, "
-                                 f"{r['skus']} SKUs)" for r in by_class))
+        record_policy(run, run.read_output("gold.inventory_policy"))
+        if section.simulation.enabled:
+            replay(run, run.read_output("gold.inventory_policy"), demand, as_of, section)
     return run.summary()
+
+
+def record_policy(run: JobRun, written: DataFrame) -> None:
+    """SKUs per status and the conf defaults used, in the run record."""
+    for row in written.groupBy(STATUS).count().collect():
+        run.metric(f"skus_{row[STATUS].replace(' ', '_')}", int(row["count"]))
+    used = (written.select(F.explode(DEFAULTS_USED).alias("input")).groupBy("input").count()
+            .orderBy("input").collect())
+    if used:
+        run.note("conf defaults used (SKUs per input): "
+                 + ", ".join(f"{r['input']} {r['count']:,}" for r in used))
+    for r in used:
+        run.metric(f"defaults_{r['input']}", int(r["count"]))
+
+
+def replay(run: JobRun, policy: DataFrame, demand: DataFrame, as_of: dt.date,
+           section: InventorySection) -> None:
+    """Replay the policy, re-fitted on the days before the replay window, day by day on the
+    window's demand: gold.inventory_simulation and the fill rate per class in the run record."""
+    sim = section.simulation
+    partitions = section.partitions or 2 * run.spark.sparkContext.defaultParallelism
+    fit_start, sim_start, _ = simulation_window(as_of, sim.days, sim.fit_days)
+    sim_policy = simulation_policy(run.spark, policy, demand, as_of, section).persist()
+    try:
+        window = demand.filter((F.col(C.DATE) >= F.lit(sim_start)) & (F.col(C.DATE) <= F.lit(as_of)))
+        result = (simulate_skus(sim_policy, window, sim.seed, partitions)
+                  .withColumnRenamed("status", "sim_status")
+                  .withColumnRenamed("reason", "sim_reason")
+                  .join(sim_policy.select(C.SKU, ABC, XYZ, TARGET, AVG_DAILY_DEMAND, DEMAND_STD,
+                                          C.LEAD_TIME_DAYS, C.LEAD_TIME_STD_DAYS, "safety_stock",
+                                          "reorder_point", "order_qty"), C.SKU, "inner")
+                  .withColumn("service_measure", F.lit(section.service_measure))
+                  .withColumn("as_of", F.lit(as_of)))
+        run.write(result, "gold.inventory_simulation")
+    finally:
+        sim_policy.unpersist()
+    by_class = fill_rate_by_class(run.read_output("gold.inventory_simulation")).collect()
+    for r in by_class:
+        run.metric(f"sim_fill_rate_{r[ABC]}", r["fill_rate"], key=(r[ABC] == "A"))
+        run.metric(f"sim_target_{r[ABC]}", r["target"])
+        run.metric(f"sim_cycle_service_level_{r[ABC]}", r["cycle_service_level"])
+    run.note(f"simulation: policy fitted on {fit_start}..{sim_start - dt.timedelta(days=1)}, "
+             f"replayed on {sim_start}..{as_of}; fill rate per class: "
+             + ", ".join(f"{r[ABC]} {r['fill_rate']:.3f} (target {r['target']:.3f}, "
+                         f"{r['skus']} SKUs)" for r in by_class))
