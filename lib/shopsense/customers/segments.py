@@ -153,9 +153,9 @@ def kmeans(k: int, seed: int, max_iter: int) -> KMeans:
 
 def fit_kmeans(scaled: DataFrame, k: int, seed: int, max_iter: int, n_init: int = 1):
     """The KMeansModel with the lowest training cost of ``n_init`` fits seeded seed, seed + 1, ...
-    k-means|| can stop in a poor local optimum (measured: on a planted 4-group sample one seed
-    merged two groups and split another, silhouette 0.59 against 0.94), and the silhouette search
-    would then pass over the right k; restarts are the usual remedy (scikit-learn's ``n_init``)."""
+    k-means|| can stop in a poor local optimum (one seed merging two groups and splitting another,
+    docs/segment.md), and the silhouette search would then pass over the right k; restarts are
+    the usual remedy (scikit-learn's ``n_init``)."""
     best = None
     for i in range(n_init):
         model = kmeans(k, seed + i, max_iter).fit(scaled)

@@ -188,9 +188,9 @@ def run(spark: SparkSession, conf: Conf) -> dict:
     params = forecast_params(conf)
     partitions = default_partitions(spark, conf.forecast.partitions)
     with JobRun(spark, conf, "forecast", conf.forecast) as run:
+        demand = run.read("gold.sku_daily_demand")
         as_of = run.as_of()
-        history = filter_active_history(run.read("gold.sku_daily_demand"), as_of,
-                                        conf.forecast.active_days).persist()
+        history = filter_active_history(demand, as_of, conf.forecast.active_days).persist()
         # The fits run once: the first write computes and caches every partition, the second
         # reads the cache.
         combined = forecast_and_backtest_skus(history, params, partitions).persist(
