@@ -35,8 +35,9 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from shopsense.supply.forecast_models import (ForecastParams, forecast_one_sku, mase_scale,  # noqa: E402
-                                       seasonal_naive_forecast)
+from shopsense.supply.forecast_methods import seasonal_naive_forecast  # noqa: E402
+from shopsense.supply.forecast_metrics import mase_scale  # noqa: E402
+from shopsense.supply.forecast_models import ForecastParams, forecast_one_sku  # noqa: E402
 
 WEEK = np.array([1.0, 0.9, 0.95, 1.05, 1.2, 1.4, 0.5])
 

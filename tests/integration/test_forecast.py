@@ -15,7 +15,7 @@ from shopsense.core.config import ConfigError
 from shopsense.supply import demand
 from shopsense.supply import forecast
 from shopsense.core import tables
-from shopsense.supply.forecast_models import overall_accuracy
+from shopsense.supply.forecast_metrics import overall_accuracy
 
 D0 = dt.date(2024, 1, 1)
 

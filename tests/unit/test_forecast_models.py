@@ -1,4 +1,5 @@
-"""Unit tests for shopsense.supply.forecast_models (pandas only, no Spark)."""
+"""Unit tests for shopsense.supply.forecast_models and the forecast_methods and forecast_metrics
+it builds on (pandas only, no Spark)."""
 
 import dataclasses
 import datetime as dt
@@ -9,15 +10,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from shopsense.supply import forecast_methods
 from shopsense.supply import forecast_models as fm
-from shopsense.supply.forecast_models import (
-    ACCURACY_SCHEMA,
-    FORECAST_SCHEMA,
-    ForecastParams,
-    backtest_one_sku,
+from shopsense.supply.forecast_methods import classify_demand
+from shopsense.supply.forecast_metrics import (
     bias,
-    classify_demand,
-    forecast_one_sku,
     mae,
     mase,
     mase_scale,
@@ -25,6 +22,13 @@ from shopsense.supply.forecast_models import (
     rmse,
     smape,
     wape,
+)
+from shopsense.supply.forecast_models import (
+    ACCURACY_SCHEMA,
+    FORECAST_SCHEMA,
+    ForecastParams,
+    backtest_one_sku,
+    forecast_one_sku,
 )
 
 PANDAS_DTYPE = {"string": "object", "date": "object", "double": "float64", "int": "int32",
@@ -235,7 +239,7 @@ def test_forced_fit_failure_falls_back_with_reason(monkeypatch):
         def __init__(self, *args, **kwargs):
             raise np.linalg.LinAlgError("boom")
 
-    monkeypatch.setattr(fm, "SARIMAX", Broken)
+    monkeypatch.setattr(forecast_methods, "SARIMAX", Broken)
     out = forecast_one_sku(history(smooth_series(120)), ForecastParams())
     assert_valid_forecast(out, "2024-04-30")
     assert out.loc[0, ["model", "status", "reason"]].tolist() == \
@@ -247,7 +251,7 @@ def test_convergence_warning_counts_as_failure(monkeypatch):
 
     from statsmodels.tools.sm_exceptions import ConvergenceWarning
 
-    real = fm.SARIMAX
+    real = forecast_methods.SARIMAX
 
     class NoisySarimax(real):
         def fit(self, *args, **kwargs):
@@ -255,7 +259,7 @@ def test_convergence_warning_counts_as_failure(monkeypatch):
             warnings.warn("did not converge", ConvergenceWarning)
             return res
 
-    monkeypatch.setattr(fm, "SARIMAX", NoisySarimax)
+    monkeypatch.setattr(forecast_methods, "SARIMAX", NoisySarimax)
     params = ForecastParams(arima_max_models=2)
     out = forecast_one_sku(history(smooth_series(120)), params)
     assert out.loc[0, ["model", "status", "reason"]].tolist() == \
@@ -348,15 +352,15 @@ def test_seasonal_index_multiplicative_additive_or_none():
     rng = np.random.default_rng(5)
     t = np.arange(364)
     week = np.array([1.0, 1.0, 1.0, 1.0, 1.2, 1.6, 0.2])
-    mul = fm.seasonal_index(rng.poisson(40 * week[t % 7]).astype(float), 7)
+    mul = forecast_methods.seasonal_index(rng.poisson(40 * week[t % 7]).astype(float), 7)
     assert mul.kind == "mul" and mul.pvalue < 1e-6
     np.testing.assert_allclose(mul.index, week / week.mean(), atol=0.05)
     closed = rng.poisson(20 * np.where(t % 7 == 5, 0.0, 1.0)).astype(float)  # never sells on phase 5
-    add = fm.seasonal_index(closed, 7)
+    add = forecast_methods.seasonal_index(closed, 7)
     assert add.kind == "add" and add.index[5] == pytest.approx(-20 * 6 / 7, rel=0.1)
-    flat = fm.seasonal_index(rng.poisson(20, 364).astype(float), 7, alpha=0.001)
+    flat = forecast_methods.seasonal_index(rng.poisson(20, 364).astype(float), 7, alpha=0.001)
     assert flat.kind == "none" and flat.pvalue >= 0.001
-    assert fm.seasonal_index(np.ones(10), 7).kind == "none"        # too short
+    assert forecast_methods.seasonal_index(np.ones(10), 7).kind == "none"        # too short
 
 
 def test_combined_output_is_the_forecast_and_the_backtest():

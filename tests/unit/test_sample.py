@@ -9,7 +9,6 @@ from pyspark.testing import assertDataFrameEqual
 
 from shopsense.core import columns as C
 from shopsense.ingest.sample import (
-    _TASTE_SHARE,
     GROUPS,
     ORDERS_SCHEMA,
     SampleSpec,
@@ -19,6 +18,7 @@ from shopsense.ingest.sample import (
     order_lines,
     truth_tables,
 )
+from shopsense.ingest.sample_spec import _TASTE_SHARE
 
 SMALL = SampleSpec(n_customers=300, n_skus=60, n_days=120, n_pairs=4, n_tastes=3, seed=7)
 # Big enough for the planted pair confidences to be measured to a few percent.

@@ -147,7 +147,7 @@ def _finite(col: str) -> Column:
 
 
 def overall_accuracy_columns() -> list[Column]:
-    """Aggregate expressions mirroring :func:`shopsense.supply.forecast_models.overall_accuracy`, to be
+    """Aggregate expressions mirroring :func:`shopsense.supply.forecast_metrics.overall_accuracy`, to be
     applied to backtest rows with ``n_points > 0`` (sums over SKUs divided by the number of
     points; MASE the mean of the finite per-SKU values)."""
     n = F.sum("n_points")
