@@ -200,10 +200,11 @@ def test_json_source_through_mapping(spark, tmp_path, conf_factory):
     assert silver.first()["quantity"] == 2.0
 
 
-def test_pseudonym_key_required_outside_local_mode(spark, shop, monkeypatch):
-    raw, conf = shop
+def test_pseudonym_key_required_outside_local_mode(spark, shop, monkeypatch, conf_factory, tmp_path):
+    raw, _ = shop
     monkeypatch.delenv("SHOPSENSE_PSEUDONYM_KEY", raising=False)
-    conf["spark"]["master"] = None  # as under spark-submit
+    conf = shop_conf(conf_factory, tmp_path, raw, "spark.master=null")  # as under spark-submit
+    assert not conf.is_local
     with pytest.raises(ingest.IngestError, match="SHOPSENSE_PSEUDONYM_KEY is not set"):
         ingest.run(spark, conf)
     assert not tables.table_exists(spark, conf, "silver.order_lines")

@@ -100,7 +100,11 @@ def test_a_spark_submit_job_reads_tables_by_name(spark, tmp_path, conf_factory):
     script = tmp_path / "count_by_name.py"
     script.write_text(SQL_JOB)
     spark_submit = f"{pyspark.__path__[0]}/bin/spark-submit"
-    done = subprocess.run([spark_submit, str(script), conf["warehouse"]], capture_output=True,
-                          text=True, timeout=600, env={**os.environ, "PYSPARK_PYTHON": sys.executable})
+    # as the README's spark-submit line: the Delta jars by --packages (the JVM starts before
+    # the session builder could add them)
+    done = subprocess.run([spark_submit, "--packages", "io.delta:delta-spark_2.13:4.0.0",
+                           str(script), conf["warehouse"]], capture_output=True, text=True,
+                          timeout=600, env={**os.environ, "PYSPARK_PYTHON": sys.executable,
+                                            "PYSPARK_DRIVER_PYTHON": sys.executable})
     assert done.returncode == 0, done.stderr[-2000:]
     assert "COUNT 4" in done.stdout

@@ -48,12 +48,17 @@ def _plain(parameters: Any) -> dict:
 
 
 class JobRun:
-    """Context manager around one job run.
+    """The job context: a context manager around one job run, and the only plumbing a job uses.
 
-    Collects the parameters, the versions of the tables read, row counts, metrics and notes, and
-    on exit appends one row to gold.job_runs with status ``succeeded`` or ``failed`` (and the
-    error message); a failure is re-raised after it is recorded. Prints one line when the job
-    starts and one when it ends.
+        with JobRun(spark, conf, "demand", conf.demand) as run:
+            lines = run.read("silver.order_lines")
+            run.rows_out = run.write(build(lines, run.as_of()), "gold.sku_daily_demand")
+        return run.summary()
+
+    Collects the parameters (a typed conf section or a dict), the versions of the tables read,
+    the as-of date, row counts, metrics and notes, and on exit appends one row to gold.job_runs
+    with status ``succeeded`` or ``failed`` (and the error message); a failure is re-raised
+    after it is recorded. Prints one line when the job starts and one when it ends.
     """
 
     def __init__(self, spark: SparkSession, conf: Conf, job: str, parameters: Any = None):

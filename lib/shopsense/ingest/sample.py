@@ -247,7 +247,7 @@ def generate(spark: SparkSession, spec: SampleSpec, out_dir: str, fmt: str = "pa
 def spec_from_conf(conf) -> SampleSpec:
     """The SampleSpec conf's ``sample`` section describes."""
     fields = SampleSpec.__dataclass_fields__
-    return SampleSpec(**{k: v for k, v in conf["sample"].items() if k in fields})
+    return SampleSpec(**{k: v for k, v in conf.sample.model_dump().items() if k in fields})
 
 
 def run(spark: SparkSession, conf) -> dict:
@@ -257,7 +257,7 @@ def run(spark: SparkSession, conf) -> dict:
     from shopsense.core.runs import JobRun
 
     spec = spec_from_conf(conf)
-    out_dir = resolve_path(conf["sample"]["out_dir"])
+    out_dir = resolve_path(conf.sample.out_dir)
     with JobRun(spark, conf, "sample", {**asdict(spec), "out_dir": out_dir}) as job:
         result = generate(spark, spec, out_dir)
         job.rows_out = result["rows"]["orders"]
