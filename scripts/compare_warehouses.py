@@ -18,13 +18,13 @@ import sys
 LINEAGE = ("run_id", "computed_at", "ingested_at")
 
 
-def comparable(df, digits: int):
+def comparable(df, digits: int, ignore: tuple[str, ...] = ()):
     from pyspark.sql import functions as F
     from pyspark.sql import types as T
 
     cols = []
     for field in df.schema.fields:
-        if field.name in LINEAGE:
+        if field.name in LINEAGE or field.name in ignore:
             continue
         col = F.col(f"`{field.name}`")
         if isinstance(field.dataType, (T.DoubleType, T.FloatType)):
@@ -42,6 +42,9 @@ def main(argv=None) -> int:
     parser.add_argument("--layers", default="gold")
     parser.add_argument("--digits", type=int, default=9)
     parser.add_argument("--skip", default="gold.job_runs", help="tables left out (comma-separated)")
+    parser.add_argument("--ignore-columns", default="",
+                        help="columns left out besides the lineage ones, e.g. source_file when the "
+                             "raw files were read from different folders")
     args = parser.parse_args(argv)
 
     from shopsense.core import tables
@@ -50,7 +53,7 @@ def main(argv=None) -> int:
     from shopsense.report.summary import list_tables
 
     before = load_conf([conf_dir() / "local.yaml"], [f"warehouse={args.before}"])
-    after = load_conf([conf_dir() / "local.yaml"], [f"warehouse={args.after}"])
+    after = load_conf([conf_dir() / "local.yaml"], [f"warehouse={args.after}", "spark.progress_bar=false"])
     spark = build_session(after)
     layers = set(args.layers.split(","))
     skip = set(args.skip.split(","))
@@ -63,8 +66,9 @@ def main(argv=None) -> int:
             print(f"{name:40} only in {'before' if present[0] else 'after'}")
             differ += 1
             continue
-        a = comparable(tables.read_table(spark, before, name), args.digits)
-        b = comparable(tables.read_table(spark, after, name), args.digits)
+        ignore = tuple(c for c in args.ignore_columns.split(",") if c)
+        a = comparable(tables.read_table(spark, before, name), args.digits, ignore)
+        b = comparable(tables.read_table(spark, after, name), args.digits, ignore)
         if a.columns != b.columns:
             print(f"{name:40} columns differ: {a.columns} vs {b.columns}")
             differ += 1

@@ -140,7 +140,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     width = max(len(n) for n in JOBS)
-    job_list = "\n".join(f"  {n:<{width}} {j.help}" for n, j in JOBS.items())
+    job_list = "\n".join(f"  {n:<{width}} {j.help}\n  {'':<{width}}   (code: {j.module})"
+                         for n, j in JOBS.items())
     p_run = sub.add_parser("run", help="run one job, or all of them in dependency order",
                            description=f"Run a job.\n\njobs:\n  {'all':<{width}} {' -> '.join(PIPELINE)}\n{job_list}",
                            formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -44,7 +44,12 @@ def job(spark, tmp_path_factory):
     segments = truth.select("customer_id", F.col("group").alias("segment_name"),
                             F.dense_rank().over(Window.orderBy("group"))
                             .alias("segment_id"))
-    tables.overwrite(segments, conf, "gold.customer_segments")
+    # the segment job's other columns (distance, profile features) are not read here: null
+    schema = tables.schema("gold.customer_segments")
+    segments = segments.select(*[F.col(f.name).cast(f.dataType) if f.name in segments.columns
+                                 else F.lit(None).cast(f.dataType).alias(f.name) for f in schema.fields])
+    tables.overwrite(segments.fillna({"run_id": "test"}).withColumn("computed_at", F.current_timestamp()),
+                     conf, "gold.customer_segments")
     first = recommend.run(spark, conf)
     recs = tables.read_table(spark, conf, "gold.recommendations").cache()
     metrics = tables.read_table(spark, conf, "gold.recommendation_metrics").cache()

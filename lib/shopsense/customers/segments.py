@@ -387,6 +387,7 @@ def run(spark: SparkSession, conf: Conf) -> dict:
     path = model_path(conf)
     with JobRun(spark, conf, "segment", {**conf.segment.model_dump(), "model_path": path}) as run:
         features = run.read("gold.customer_features")
+        run.as_of()  # recorded: the features it segments are computed as of this date
         require_columns(features, (C.CUSTOMER_ID, FT.HAS_ORDERS, *FT.NUMERIC_FEATURES),
                         "gold.customer_features", SegmentError)
         model, predictions, facts = fit_segments(spark, features, params)
