@@ -10,7 +10,7 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from conftest import QUICK_OVERLAY, REPO, TEST_OVERLAY
+from tests.helpers import QUICK_OVERLAY, REPO, TEST_OVERLAY
 
 NOTEBOOKS = REPO / "notebooks"
 pytestmark = pytest.mark.slow
