@@ -1,4 +1,6 @@
-"""One session-scoped SparkSession for the whole suite; each test gets its own warehouse."""
+"""The suite's fixtures: one session-scoped SparkSession, a warehouse per test, the Online
+Retail export ingested once, the quick pipeline run once. What they are built from (paths,
+configurations) is in tests/helpers.py."""
 
 from __future__ import annotations
 
@@ -12,17 +14,7 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import pytest
 
-from shopsense.core.config import conf_dir, load_conf
-
-TEST_OVERLAY = Path(__file__).parent / "conf" / "test.yaml"
-REPO = Path(__file__).resolve().parents[1]
-ONLINE_RETAIL = REPO.parent / "shared" / "data" / "online_retail" / "online_retail.csv.gz"
-
-
-def make_conf(warehouse: Path | str, *overrides: str, files: tuple = ()):
-    """The test configuration: local overlay + test overlay + a warehouse of the test's own."""
-    return load_conf([conf_dir() / "local.yaml", TEST_OVERLAY, *files],
-                     [f"warehouse={warehouse}", *overrides])
+from tests.helpers import ONLINE_RETAIL, make_conf, online_retail_overrides, quick_conf
 
 
 @pytest.fixture(scope="session")
@@ -56,7 +48,7 @@ def online_retail_ingested(spark, tmp_path_factory):
     if not ONLINE_RETAIL.exists():
         pytest.skip(f"the Online Retail export is not at {ONLINE_RETAIL}")
     conf = make_conf(tmp_path_factory.mktemp("online-retail-ingest") / "warehouse",
-                     "ingest.source=online_retail", f"sources.online_retail.orders.path={ONLINE_RETAIL}")
+                     *online_retail_overrides())
     return conf, ingest.run(spark, conf)
 
 
@@ -74,21 +66,8 @@ def retail_conf_factory(online_retail_ingested, tmp_path_factory):
     def factory(*overrides: str):
         warehouse = tmp_path_factory.mktemp("online-retail") / "warehouse"
         shutil.copytree(silver, warehouse / "silver")
-        return make_conf(warehouse, "ingest.source=online_retail",
-                         f"sources.online_retail.orders.path={ONLINE_RETAIL}", *overrides)
+        return make_conf(warehouse, *online_retail_overrides(), *overrides)
     return factory
-
-
-QUICK_OVERLAY = REPO / "conf" / "quick.yaml"
-
-
-def quick_conf(warehouse: Path | str, raw_dir: Path | str, *overrides: str):
-    """The test conf + conf/quick.yaml (a small sample, light model searches), with the sample
-    job and source pointed at ``raw_dir``."""
-    from shopsense.notebook import sample_overrides
-
-    return make_conf(warehouse, *sample_overrides(raw_dir), "ingest.source=sample", *overrides,
-                     files=(QUICK_OVERLAY,))
 
 
 @pytest.fixture(scope="session")
@@ -102,11 +81,3 @@ def quick_pipeline(spark, tmp_path_factory):
     results = run(spark, conf, "sample", "all")
     return conf, results
 
-
-def quick_cli_args(warehouse: Path | str, raw_dir: Path | str, *overrides: str) -> list[str]:
-    """The command-line arguments giving a job entry point the conf of :func:`quick_conf`."""
-    from shopsense.notebook import sample_overrides
-
-    sets = [f"warehouse={warehouse}", *sample_overrides(raw_dir), "ingest.source=sample", *overrides]
-    return ["--conf", str(conf_dir() / "local.yaml"), "--conf", str(TEST_OVERLAY),
-            "--conf", str(QUICK_OVERLAY), *[a for s in sets for a in ("--set", s)]]

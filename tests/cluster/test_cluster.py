@@ -27,7 +27,7 @@ from shopsense.pipeline import PIPELINE, run_jobs
 from shopsense.ingest.sample import SampleSpec, generate
 from tests.cluster.compare import assert_tables_equal, table_frame
 from tests.cluster.standalone import StandaloneCluster, spark_env
-from tests.conftest import REPO, make_conf
+from tests.helpers import REPO, make_conf
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 

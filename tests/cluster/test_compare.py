@@ -9,7 +9,7 @@ import pytest
 
 from shopsense.core import tables
 from tests.cluster.compare import assert_tables_equal
-from tests.conftest import make_conf
+from tests.helpers import make_conf
 
 NOW = dt.datetime(2024, 1, 1)
 

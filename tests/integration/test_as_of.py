@@ -22,7 +22,7 @@ import pytest
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from conftest import quick_conf
+from tests.helpers import quick_conf
 from shopsense.core import tables
 from shopsense.ingest import sample
 from shopsense.notebook import run

@@ -14,7 +14,7 @@ from pyspark.sql import functions as F
 
 from shopsense.core import tables
 
-from conftest import ONLINE_RETAIL
+from tests.helpers import ONLINE_RETAIL
 
 pytestmark = [pytest.mark.real_data, pytest.mark.skipif(not ONLINE_RETAIL.exists(),
                                                          reason=f"{ONLINE_RETAIL} not present")]

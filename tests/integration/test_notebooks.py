@@ -3,16 +3,14 @@ own, 02 and 03 read the quick pipeline's tables. Stored without outputs."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from conftest import QUICK_OVERLAY, REPO, TEST_OVERLAY
+from tests.helpers import NOTEBOOKS, QUICK_OVERLAY, TEST_OVERLAY
 
-NOTEBOOKS = REPO / "notebooks"
 pytestmark = pytest.mark.slow
 
 
@@ -34,15 +32,6 @@ def outputs(nb) -> str:
             texts.append(out.get("text", ""))
             texts.extend(str(v) for v in out.get("data", {}).values())
     return "\n".join(texts)
-
-
-@pytest.mark.parametrize("name", ["01_quickstart", "02_customers", "03_supply"])
-def test_notebook_is_stored_without_outputs_and_has_a_parameters_cell(name):
-    nb = json.loads((NOTEBOOKS / f"{name}.ipynb").read_text())
-    code = [c for c in nb["cells"] if c["cell_type"] == "code"]
-    assert all(not c["outputs"] and c["execution_count"] is None for c in code)
-    assert sum("parameters" in c["metadata"].get("tags", []) for c in code) == 1
-    assert any("from shopsense" in "".join(c["source"]) for c in code)
 
 
 def test_quickstart_runs_the_pipeline_on_sample_data(tmp_path):

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 from pyspark.sql import functions as F
 
-from conftest import REPO, quick_cli_args
 from shopsense.core import tables
 from shopsense.pipeline import PIPELINE
 from shopsense.report.summary import list_tables
+from tests.helpers import REPO, make_conf, quick_cli_args, quick_conf
 
 pytestmark = pytest.mark.slow
 
@@ -102,7 +102,6 @@ def test_failed_job_stops_its_dependents_and_the_others_still_run(spark, quick_p
     assert proc.returncode == 1, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr and "\tat org.apache" not in proc.stderr
     assert "[shopsense] forecast: table gold.sku_daily_demand does not exist" in proc.stderr
-    from conftest import make_conf
     conf = make_conf(warehouse)
     runs = {r["job"]: r for r in tables.read_table(spark, conf, "gold.job_runs").collect()}
     assert runs["forecast"]["status"] == "failed"
@@ -140,7 +139,6 @@ def test_pipeline_killed_mid_job_then_rerun_leaves_every_table_correct(spark, qu
     proc = _pipeline(warehouse, raw, tmp_path / "run3.log")
     assert proc.wait(timeout=1800) == 0, (tmp_path / "run3.log").read_text()[-3000:]
 
-    from conftest import quick_conf
     conf = quick_conf(warehouse, raw)
     for name in SILVER + GOLD:
         _assert_same_table(spark, ref_conf, conf, name)

@@ -7,12 +7,12 @@ from pyspark.ml import PipelineModel
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
-from conftest import make_conf
 from shopsense.core import columns as C
 from shopsense.customers import features
 from shopsense.customers import segments as segment
 from shopsense.core import tables
 from shopsense.ingest.sample import GROUPS, SampleSpec, order_lines, truth_tables
+from tests.helpers import make_conf
 
 SPEC = SampleSpec(n_customers=500, n_skus=60, n_days=730, seed=7)
 # The search range includes k = 2, the usual silhouette trap; kept short for test time.

@@ -10,7 +10,7 @@ from shopsense.core.config import ConfigError
 from shopsense.recommend import als as recommend
 from shopsense.ingest import sample
 from shopsense.core import tables
-from tests.conftest import make_conf
+from tests.helpers import make_conf
 
 # Ten planted taste blocks over 120 SKUs (each customer takes ~95% of its lines from its block):
 # best-sellers hold about one SKU of each block, so a model that finds a customer's block should

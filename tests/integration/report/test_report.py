@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, make_conf, quick_cli_args
 from shopsense.core import tables
 from shopsense.report.html import SECTIONS, write_report
+from tests.helpers import REPO, make_conf, quick_cli_args
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 
