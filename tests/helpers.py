@@ -4,6 +4,7 @@ only the fixtures built on them."""
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 
 from shopsense.core.config import conf_dir, load_conf
@@ -43,3 +44,27 @@ def quick_cli_args(warehouse: Path | str, raw_dir: Path | str, *overrides: str) 
     return ["--conf", str(conf_dir() / "local.yaml"), "--conf", str(TEST_OVERLAY),
             "--conf", str(QUICK_OVERLAY), *[a for s in sets for a in ("--set", s)]]
 
+
+
+def silver_from_sample(sample_lines):
+    """The sample generator's order lines as silver.order_lines rows, without running ingest
+    (tested on its own): customer ids stay raw (so they join the truth tables), a negative
+    quantity is a return, every SKU is a product."""
+    from pyspark.sql import functions as F
+
+    from shopsense.core import columns as C
+    from shopsense.core import tables
+
+    return tables.conform(
+        sample_lines
+        .withColumn(C.LINE_ID, F.concat_ws("|", C.ORDER_ID, C.SKU, C.QUANTITY))
+        .withColumn(C.IS_GUEST, F.col(C.CUSTOMER_ID).isNull())
+        .withColumn(C.QUANTITY, F.col(C.QUANTITY).cast("double"))
+        .withColumn(C.REVENUE, F.col(C.QUANTITY) * F.col(C.UNIT_PRICE))
+        .withColumn(C.ORDER_DATE, F.to_date(C.ORDERED_AT))
+        .withColumn(C.LINE_TYPE, F.when(F.col(C.QUANTITY) < 0, C.LINE_RETURN).otherwise(C.LINE_SALE))
+        .withColumn(C.IS_PRODUCT, F.lit(True))
+        .withColumn(C.SOURCE_FILE, F.lit("sample"))
+        .withColumn(C.RUN_ID, F.lit("sample"))
+        .withColumn(C.INGESTED_AT, F.lit(dt.datetime(2024, 1, 1))),
+        tables.ORDER_LINES)

@@ -15,6 +15,8 @@ from shopsense.baskets import rules as br
 from shopsense.core import columns as C
 from shopsense.core import tables
 from shopsense.core.config import ConfigError
+from shopsense.ingest import sample
+from tests.helpers import silver_from_sample
 
 T0 = dt.datetime(2024, 3, 1, 9, 0)
 
@@ -278,25 +280,14 @@ def test_baskets_need_their_columns(spark):
 
 # --- planted pairs on sample data ------------------------------------------------------------------
 
-def silver_from_sample(sample_lines):
-    """Sample order lines as silver rows, without running ingest (tested on its own): a negative
-    quantity is a return, every SKU a product."""
-    return (sample_lines
-            .withColumn(C.LINE_ID, F.concat_ws("-", C.ORDER_ID, C.SKU, F.monotonically_increasing_id()))
-            .withColumn(C.IS_GUEST, F.col(C.CUSTOMER_ID).isNull())
-            .withColumn(C.QUANTITY, F.col(C.QUANTITY).cast("double"))
-            .withColumn(C.REVENUE, F.col(C.QUANTITY) * F.col(C.UNIT_PRICE))
-            .withColumn(C.ORDER_DATE, F.to_date(C.ORDERED_AT))
-            .withColumn(C.LINE_TYPE, F.when(F.col(C.QUANTITY) < 0, C.LINE_RETURN).otherwise(C.LINE_SALE))
-            .withColumn(C.IS_PRODUCT, F.lit(True))
-            .withColumn(C.SOURCE_FILE, F.lit("sample"))
-            .withColumn(C.RUN_ID, F.lit("r0"))
-            .withColumn(C.INGESTED_AT, F.current_timestamp()))
+#: Generator seeds the planted pairs must be found on. Measured on 1 Dec 2026: the found
+#: confidences are within 1.35, 1.14 and 1.63 standard errors of the planted ones (the worst pair).
+PAIR_SEEDS = (11, 12, 13)
 
 
-def test_planted_pairs_are_found_with_their_confidence(spark, conf):
-    sample = pytest.importorskip("shopsense.ingest.sample", reason="the sample generator (branch sample) is not merged")
-    spec = sample.SampleSpec(n_customers=500, n_skus=50, n_days=365, n_pairs=4, seed=11)
+@pytest.mark.parametrize("seed", PAIR_SEEDS)
+def test_planted_pairs_are_found_with_their_confidence(spark, conf, seed):
+    spec = sample.SampleSpec(n_customers=500, n_skus=50, n_days=180, n_pairs=4, seed=seed)
     params = br.RuleParams(min_support_count=15, min_confidence=0.1, max_itemset_length=2)
     lines = silver_from_sample(sample.order_lines(spark, spec)).persist()
     basket_df = br.build_baskets(lines, params).persist()
@@ -315,7 +306,9 @@ def test_planted_pairs_are_found_with_their_confidence(spark, conf):
     assert len(found) == len(truth) == 4 and found["confidence_x"].notna().all(), found
     se = np.sqrt(found["confidence_y"] * (1 - found["confidence_y"]) / found["antecedent_orders"])
     deviation = (found["confidence_x"] - found["confidence_y"]).abs()
-    assert (deviation <= 4 * se).all(), found.assign(se=se)
+    print(f"seed {seed}: |found - planted confidence| / se =",
+          (deviation / se).round(2).tolist(), "max", round(float((deviation / se).max()), 2))
+    assert (deviation <= 3 * se).all(), found.assign(se=se)
     # A companion is only ever sold with its pair: companion -> antecedent has confidence 1,
     # and the antecedent is the companion's first frequently-bought-together entry.
     back = rules.join(wanted.select(F.col("b").alias("a"), F.col("a").alias("b")), ["a", "b"])

@@ -1,6 +1,7 @@
 """features + segment jobs end to end on sample data with planted customer groups."""
 
 import datetime as dt
+from dataclasses import replace
 
 import pytest
 from pyspark.ml import PipelineModel
@@ -12,65 +13,70 @@ from shopsense.customers import features
 from shopsense.customers import segments as segment
 from shopsense.core import tables
 from shopsense.ingest.sample import GROUPS, SampleSpec, order_lines, truth_tables
-from tests.helpers import make_conf
+from tests.helpers import make_conf, silver_from_sample
 
-SPEC = SampleSpec(n_customers=500, n_skus=60, n_days=730, seed=7)
+SPEC = SampleSpec(n_customers=500, n_skus=60, n_days=365, seed=7)
+#: Generator seeds the planted groups must be recovered on; the other tests use SPEC.seed's run.
+#: Measured on 1 Dec 2026: k = 4 and ARI 1.000 on each (silhouette 0.917, 0.904, 0.922).
+SEEDS = (7, 8, 9)
 # The search range includes k = 2, the usual silhouette trap; kept short for test time.
 OVERRIDES = ("segment.k_min=2", "segment.k_max=6")
 RETURNS_ONLY = "R-returns-only"
 
 
-def silver_from_sample(spark, spec):
-    """The generator's order lines mapped to the silver.order_lines schema directly (customer
-    ids stay raw, so they join the truth table), plus one returns-only customer."""
+def planted_lines(spark, spec):
+    """The generator's order lines as silver rows, plus one returns-only customer."""
     lines = order_lines(spark, spec)
     extra = spark.createDataFrame(
         [("C9999999", RETURNS_ONLY, "S00001", -2, 5.0, dt.datetime(2023, 12, 20, 10), "GIFT", "HOME DECOR",
           "UK")], schema=lines.schema)
-    return (lines.unionByName(extra)
-            .withColumn(C.LINE_ID, F.concat_ws("|", C.ORDER_ID, C.SKU, C.QUANTITY))
-            .withColumn(C.IS_GUEST, F.col(C.CUSTOMER_ID).isNull())
-            .withColumn(C.LINE_TYPE, F.when(F.col(C.QUANTITY) < 0, C.LINE_RETURN)
-                        .otherwise(C.LINE_SALE))
-            .withColumn(C.REVENUE, F.col(C.QUANTITY) * F.col(C.UNIT_PRICE))
-            .withColumn(C.ORDER_DATE, F.to_date(C.ORDERED_AT))
-            .withColumn(C.IS_PRODUCT, F.lit(True))
-            .withColumn(C.SOURCE_FILE, F.lit("sample"))
-            .withColumn(C.RUN_ID, F.lit("sample"))
-            .withColumn(C.INGESTED_AT, F.lit(dt.datetime(2024, 1, 1))))
+    return silver_from_sample(lines.unionByName(extra))
 
 
 @pytest.fixture(scope="module")
-def planted(spark, tmp_path_factory):
-    conf = make_conf(tmp_path_factory.mktemp("segment") / "warehouse", *OVERRIDES)
-    tables.overwrite(silver_from_sample(spark, SPEC), conf, "silver.order_lines")
-    features_summary = features.run(spark, conf)
-    summary = segment.run(spark, conf)
-    return conf, features_summary, summary
+def planted_runs(spark, tmp_path_factory):
+    """features + segment on the planted sample of a generator seed, run once per seed in this
+    module: seed -> (conf, features summary, segment summary)."""
+    runs = {}
+
+    def run(seed: int):
+        if seed not in runs:
+            conf = make_conf(tmp_path_factory.mktemp(f"segment-seed{seed}") / "warehouse", *OVERRIDES)
+            tables.overwrite(planted_lines(spark, replace(SPEC, seed=seed)), conf, "silver.order_lines")
+            runs[seed] = conf, features.run(spark, conf), segment.run(spark, conf)
+        return runs[seed]
+    return run
+
+
+@pytest.fixture(scope="module")
+def planted(planted_runs):
+    return planted_runs(SPEC.seed)
 
 
 def without_run_columns(df):
     return df.drop(C.RUN_ID, C.COMPUTED_AT)
 
 
-def test_chosen_k_and_ari_recover_the_planted_groups(spark, planted):
-    conf, _, summary = planted
-    assert summary["metrics"]["k"] == len(GROUPS)
+@pytest.mark.parametrize("seed", SEEDS)
+def test_chosen_k_and_ari_recover_the_planted_groups(spark, planted_runs, seed):
+    conf, _, summary = planted_runs(seed)
     segments = tables.read_table(spark, conf, "gold.customer_segments")
-    truth = truth_tables(spark, SPEC)["customers"]
+    truth = truth_tables(spark, replace(SPEC, seed=seed))["customers"]
     counts = (segments.join(truth, C.CUSTOMER_ID)
               .groupBy("group", segment.SEGMENT_ID).count().toPandas()   # groups x k cells
               .pivot(index="group", columns=segment.SEGMENT_ID, values="count").fillna(0))
     ari = segment.adjusted_rand_index_from_table(counts)
-    print(f"planted sample: k = {summary['metrics']['k']:.0f}, "
+    print(f"planted sample, seed {seed}: k = {summary['metrics']['k']:.0f}, "
           f"silhouette = {summary['metrics']['silhouette']:.3f}, ARI = {ari:.3f}")
-    assert ari >= 0.8
+    assert summary["metrics"]["k"] == len(GROUPS)
+    assert ari >= 0.95
 
 
-def test_each_planted_group_gets_its_rfm_name(spark, planted):
-    conf, _, _ = planted
+@pytest.mark.parametrize("seed", SEEDS)
+def test_each_planted_group_gets_its_rfm_name(spark, planted_runs, seed):
+    conf, _, _ = planted_runs(seed)
     segments = tables.read_table(spark, conf, "gold.customer_segments")
-    truth = truth_tables(spark, SPEC)["customers"]
+    truth = truth_tables(spark, replace(SPEC, seed=seed))["customers"]
     majority = {r["group"]: r[segment.SEGMENT_NAME] for r in
                 segments.join(truth, C.CUSTOMER_ID).groupBy("group", segment.SEGMENT_NAME).count()
                 .orderBy(F.desc("count")).dropDuplicates(["group"]).collect()}
@@ -140,7 +146,7 @@ def test_run_twice_gives_the_same_segments_and_names(spark, planted):
 
 def test_too_few_customers_is_an_error(spark, conf_factory):
     conf = conf_factory()
-    tables.overwrite(silver_from_sample(spark, SPEC).filter(F.col(C.CUSTOMER_ID) == RETURNS_ONLY),
+    tables.overwrite(planted_lines(spark, SPEC).filter(F.col(C.CUSTOMER_ID) == RETURNS_ONLY),
                      conf, "silver.order_lines")
     features.run(spark, conf)
     with pytest.raises(segment.SegmentError, match="only 0 customers with orders"):

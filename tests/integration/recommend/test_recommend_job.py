@@ -1,6 +1,8 @@
 """The recommend job end to end on sample data with planted tastes: ALS against best-sellers,
 exclusions, fallback labels, and a second run that gives the same answer."""
 
+from dataclasses import replace
+
 import pytest
 from pyspark.sql import Window
 from pyspark.sql import functions as F
@@ -10,59 +12,68 @@ from shopsense.core.config import ConfigError
 from shopsense.recommend import als as recommend
 from shopsense.ingest import sample
 from shopsense.core import tables
-from tests.helpers import make_conf
+from tests.helpers import make_conf, silver_from_sample
 
 # Ten planted taste blocks over 120 SKUs (each customer takes ~95% of its lines from its block):
 # best-sellers hold about one SKU of each block, so a model that finds a customer's block should
 # beat them clearly, also (as evaluated by default) on new SKUs only.
 SPEC = sample.SampleSpec(n_customers=400, n_skus=120, n_days=180, n_tastes=10, seed=7)
+#: Generator seeds ALS must beat best-sellers on; the other tests use SPEC.seed's run. Measured
+#: on 1 Dec 2026: precision@10 3.96x, 4.21x and 2.75x the best-sellers'.
+SEEDS = (7, 8, 9)
 OVERRIDES = ("recommend.grid.rank=[10]", "recommend.grid.reg_param=[0.1]", "recommend.grid.alpha=[10.0]",
              "recommend.als.max_iter=8")
 
 
-def silver_lines(spark, spec):
-    """Sample order lines in the silver.order_lines shape (what ingest makes of them)."""
-    return (sample.order_lines(spark, spec)
-            .withColumn("line_id", F.concat_ws("-", "order_id", "sku"))
-            .withColumn("is_guest", F.col("customer_id").isNull())
-            .withColumn("order_date", F.to_date("ordered_at"))
-            .withColumn("line_type", F.when(F.col("quantity") < 0, "return").otherwise("sale"))
-            .withColumn("is_product", F.lit(True))
-            .withColumn("revenue", F.col("quantity") * F.col("unit_price"))
-            .withColumn("source_file", F.lit("sample"))
-            .withColumn("run_id", F.lit("test"))
-            .withColumn("ingested_at", F.current_timestamp()))
+@pytest.fixture(scope="module")
+def jobs(spark, tmp_path_factory):
+    """The recommend job on the planted sample of a generator seed (with its truth's groups as
+    segments), run once per seed in this module: seed -> (conf, summary, recommendations,
+    metrics), the two tables cached."""
+    runs = {}
+
+    def run(seed: int):
+        if seed not in runs:
+            spec = replace(SPEC, seed=seed)
+            conf = make_conf(tmp_path_factory.mktemp(f"recommend-seed{seed}") / "warehouse", *OVERRIDES)
+            tables.overwrite(silver_from_sample(sample.order_lines(spark, spec)), conf, "silver.order_lines")
+            stamp = {"run_id": F.lit("test"), "computed_at": F.current_timestamp()}
+            tables.overwrite(sample.inventory(spark, spec).withColumns(stamp), conf, "silver.inventory")
+            truth = sample.truth_tables(spark, spec)["customers"]
+            segments = truth.select("customer_id", F.col("group").alias("segment_name"),
+                                    F.dense_rank().over(Window.orderBy("group")).alias("segment_id"))
+            # the segment job's other columns (distance, profile features) are not read here
+            schema = tables.schema("gold.customer_segments")
+            segments = segments.select(*[
+                F.col(f.name).cast(f.dataType) if f.name in segments.columns
+                else F.lit(None).cast(f.dataType).alias(f.name) for f in schema.fields])
+            tables.overwrite(segments.fillna({"run_id": "test"})
+                             .withColumn("computed_at", F.current_timestamp()),
+                             conf, "gold.customer_segments")
+            summary = recommend.run(spark, conf)
+            recs = tables.read_table(spark, conf, "gold.recommendations").cache()
+            metrics = tables.read_table(spark, conf, "gold.recommendation_metrics").cache()
+            recs.count(), metrics.count()
+            runs[seed] = conf, summary, recs, metrics
+        return runs[seed]
+    return run
 
 
 @pytest.fixture(scope="module")
-def job(spark, tmp_path_factory):
-    conf = make_conf(tmp_path_factory.mktemp("recommend") / "warehouse", *OVERRIDES)
-    tables.overwrite(silver_lines(spark, SPEC), conf, "silver.order_lines")
-    stamp = {"run_id": F.lit("test"), "computed_at": F.current_timestamp()}
-    tables.overwrite(sample.inventory(spark, SPEC).withColumns(stamp), conf, "silver.inventory")
-    truth = sample.truth_tables(spark, SPEC)["customers"]
-    segments = truth.select("customer_id", F.col("group").alias("segment_name"),
-                            F.dense_rank().over(Window.orderBy("group"))
-                            .alias("segment_id"))
-    # the segment job's other columns (distance, profile features) are not read here: null
-    schema = tables.schema("gold.customer_segments")
-    segments = segments.select(*[F.col(f.name).cast(f.dataType) if f.name in segments.columns
-                                 else F.lit(None).cast(f.dataType).alias(f.name) for f in schema.fields])
-    tables.overwrite(segments.fillna({"run_id": "test"}).withColumn("computed_at", F.current_timestamp()),
-                     conf, "gold.customer_segments")
-    first = recommend.run(spark, conf)
-    recs = tables.read_table(spark, conf, "gold.recommendations").cache()
-    metrics = tables.read_table(spark, conf, "gold.recommendation_metrics").cache()
-    recs.count(), metrics.count()
-    return conf, first, recs, metrics
+def job(jobs):
+    return jobs(SPEC.seed)
 
 
-def test_als_beats_best_sellers_twice_on_planted_tastes(job):
-    conf, summary, _, metrics = job
+@pytest.mark.parametrize("seed", SEEDS)
+def test_als_beats_best_sellers_twice_on_planted_tastes(jobs, seed):
+    conf, summary, _, metrics = jobs(seed)
     assert conf["recommend"]["evaluation"]["exclude_purchased"]   # new SKUs only, as the output
     test = {r.model: r for r in metrics.filter("split = 'test'").collect()}
     assert set(test) == {"als", "popularity"} and test["als"].n_users == test["popularity"].n_users > 50
-    assert test["als"].precision >= 2 * test["popularity"].precision, (test["als"], test["popularity"])
+    print(f"seed {seed}: precision@10 ALS {test['als'].precision:.4f} vs best-sellers "
+          f"{test['popularity'].precision:.4f} ({test['als'].precision / test['popularity'].precision:.2f}x), "
+          f"NDCG {test['als'].ndcg:.4f} vs {test['popularity'].ndcg:.4f}, {test['als'].n_users} users")
+    assert test["als"].precision >= 2.5 * test["popularity"].precision, (test["als"], test["popularity"])
     assert test["als"].ndcg > test["popularity"].ndcg
     assert summary["metrics"]["test_precision_at_10_als"] == pytest.approx(test["als"].precision)
 

@@ -2,11 +2,14 @@
 Spark overall accuracy with the pandas reference, idempotency, failures, accuracy vs naive."""
 
 import datetime as dt
+import functools
 import math
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
 import pytest
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
@@ -15,7 +18,9 @@ from shopsense.core.config import ConfigError
 from shopsense.supply import demand
 from shopsense.supply import forecast
 from shopsense.core import tables
+from shopsense.ingest import sample
 from shopsense.supply.forecast_metrics import overall_accuracy
+from tests.helpers import make_conf, silver_from_sample
 
 D0 = dt.date(2024, 1, 1)
 
@@ -167,47 +172,62 @@ def test_invalid_forecast_parameters_are_named(conf_factory):
         conf_factory("forecast.horizon=0")
 
 
-#: Small enough for about a minute of generate + ingest + demand + forecast, big enough for 24
-#: planted-smooth SKUs selling ~10-40 units a day: 600 customers, 40 SKUs (10 companions, 6
-#: intermittent slow movers), 18 months (the forecast fits the last 52 weeks, the backtest's three
-#: 28-day windows end on the last day).
-SAMPLE_SPEC = dict(n_customers=600, n_skus=40, n_days=548, seed=42)
+#: Big enough for 24 planted-smooth SKUs selling ~10-40 units a day: 600 customers, 40 SKUs (10
+#: companions, 6 intermittent slow movers), 18 months (the forecast fits the last 52 weeks, the
+#: backtest's three 28-day windows end on the last day).
+SAMPLE_SPEC = sample.SampleSpec(n_customers=600, n_skus=40, n_days=548, seed=42)
+#: Generator seeds the chosen models must beat seasonal naive on. Measured on 1 Dec 2026: of 24
+#: planted-smooth SKUs 24, 22, 24 beat it (23, 23, 22 got ARIMA); overall MASE 0.785, 0.870,
+#: 0.761 times seasonal naive's.
+SAMPLE_SEEDS = (42, 43, 44)
+
+
+@pytest.fixture(scope="module")
+def sample_accuracy(spark, tmp_path_factory):
+    """gold.forecast_accuracy of one demand + forecast run on the samples of every SAMPLE_SEEDS
+    seed together, each SKU named after its seed ("42:S00001"), with the SKU's planted pattern
+    and seed (pandas, one row per SKU). Every SKU's model and backtest depend on its own series
+    only, so one run gives each seed's rows as a run on that seed alone would. The order lines
+    go to silver directly (ingest has its own tests): demand reads nothing else."""
+    conf = make_conf(tmp_path_factory.mktemp("forecast-sample") / "warehouse")
+    lines, truth = [], []
+    for seed in SAMPLE_SEEDS:
+        spec = replace(SAMPLE_SPEC, seed=seed)
+        named = F.concat(F.lit(f"{seed}:"), F.col(C.SKU))
+        lines.append(silver_from_sample(sample.order_lines(spark, spec)).withColumn(C.SKU, named))
+        truth.append(sample.truth_tables(spark, spec)["skus"].select(
+            named.alias(C.SKU), F.lit(seed).alias("seed"), F.col("pattern").alias("planted")))
+    tables.overwrite(functools.reduce(DataFrame.unionByName, lines), conf, "silver.order_lines")
+    demand.run(spark, conf)
+    forecast.run(spark, conf)
+    return (tables.read_table(spark, conf, "gold.forecast_accuracy")
+            .join(functools.reduce(DataFrame.unionByName, truth), C.SKU).toPandas())
 
 
 @pytest.mark.slow
-def test_chosen_models_beat_seasonal_naive_on_sample_data(spark, conf_factory, tmp_path):
+@pytest.mark.parametrize("seed", SAMPLE_SEEDS)
+def test_chosen_models_beat_seasonal_naive_on_sample_data(sample_accuracy, seed):
     """The acceptance test: on the shared generator's data, the chosen models beat seasonal
-    naive on MASE for at least 80 % of the planted-smooth SKUs, and overall.
+    naive on MASE for at least 85 % of the planted-smooth SKUs, and overall by at least 8 %.
 
     "Smooth" is the generator's planted truth (truth/skus.pattern), not our classifier's label:
     the test must not be able to pass by the classifier sending hard SKUs elsewhere: every
     planted-smooth SKU is judged, whatever model it got. Nearly all get ARIMA (the classifier
     calls them smooth or erratic); a planted-smooth SKU at the thin end of its taste block can
     sell on too few days and be called intermittent (TSB), as it should."""
-    from shopsense.ingest import batch as ingest
-    from shopsense.ingest.sample import SampleSpec, generate
-
-    out = tmp_path / "sample"
-    generate(spark, SampleSpec(**SAMPLE_SPEC), str(out))
-    conf = conf_factory(*(f"sources.sample.{name}.path={out}/{name}"
-                          for name in ("orders", "catalogue", "inventory")))
-    ingest.run(spark, conf)
-    demand.run(spark, conf)
-    summary = forecast.run(spark, conf)
-
-    truth = spark.read.parquet(str(out / "truth" / "skus")).select(C.SKU, "pattern") \
-        .withColumnRenamed("pattern", "planted")
-    acc = (tables.read_table(spark, conf, "gold.forecast_accuracy")
-           .join(truth, C.SKU).toPandas())
+    acc = sample_accuracy[sample_accuracy["seed"] == seed]
+    overall = overall_accuracy(acc)     # what the job's summary says of a run on this seed alone
     smooth_rows = acc[acc["planted"] == "smooth"]
-    assert len(smooth_rows) >= 15, acc[["sku", "planted", "pattern", "model"]]
-    assert (smooth_rows["model_family"] == "arima").mean() >= 0.9, smooth_rows[["sku", "pattern", "model"]]
     share = float((smooth_rows["mase"] < smooth_rows["baseline_mase"]).mean())
-    print(f"planted-smooth SKUs: {len(smooth_rows)}, beat seasonal naive on MASE: {share:.2f}; "
-          f"mean MASE {smooth_rows['mase'].mean():.3f} vs {smooth_rows['baseline_mase'].mean():.3f}; "
-          f"overall MASE {summary['metrics']['mase']:.3f} vs {summary['metrics']['baseline_mase']:.3f}")
-    assert share >= 0.8, smooth_rows[["sku", "model", "mase", "baseline_mase"]]
-    assert summary["metrics"]["mase"] < summary["metrics"]["baseline_mase"]
+    arima = float((smooth_rows["model_family"] == "arima").mean())
+    print(f"seed {seed}: planted-smooth SKUs: {len(smooth_rows)}, ARIMA {arima:.2f}, beat seasonal naive "
+          f"on MASE: {share:.2f}; mean MASE {smooth_rows['mase'].mean():.3f} vs "
+          f"{smooth_rows['baseline_mase'].mean():.3f}; overall MASE {overall['mase']:.3f} "
+          f"vs {overall['baseline_mase']:.3f}")
+    assert len(smooth_rows) >= 15, acc[["sku", "planted", "pattern", "model"]]
+    assert arima >= 0.9, smooth_rows[["sku", "pattern", "model"]]
+    assert share >= 0.85, smooth_rows[["sku", "model", "mase", "baseline_mase"]]
+    assert overall["mase"] <= 0.92 * overall["baseline_mase"]
 
 
 @pytest.mark.real_data

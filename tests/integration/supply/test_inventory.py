@@ -220,6 +220,10 @@ def test_bad_conf_is_refused_with_the_conf(conf_factory):
 
 SIM_DAYS = 730
 TARGETS = {"A": 0.98, "B": 0.95, "C": 0.90}
+#: Generator seeds (the SKUs' planted rates, prices, lead times) the policy must hold on.
+#: Measured on 1 Dec 2026, fill rate A / B / C: 0.9816 / 0.9504 / 0.9038, 0.9797 / 0.9541 /
+#: 0.9040, 0.9804 / 0.9518 / 0.9084: at most 0.0003 short of a target, 0.0084 over it.
+SIM_SEEDS = (42, 43, 44)
 
 
 def planted_demand(skus: pd.DataFrame, n_days: int, seed: int) -> tuple[pd.DataFrame, dict]:
@@ -241,8 +245,9 @@ def planted_demand(skus: pd.DataFrame, n_days: int, seed: int) -> tuple[pd.DataF
     return pd.concat(frames, ignore_index=True), std
 
 
-def test_simulated_fill_rate_per_abc_class_is_within_3_points_of_target(spark, conf):
-    spec = SampleSpec(n_customers=500, n_skus=200, n_days=730, seed=42)
+@pytest.mark.parametrize("seed", SIM_SEEDS)
+def test_simulated_fill_rate_per_abc_class_is_within_3_points_of_target(spark, conf, seed):
+    spec = SampleSpec(n_customers=500, n_skus=200, n_days=730, seed=seed)
     cat = catalogue(spark, spec).toPandas()
     truth = truth_tables(spark, spec)["skus"].toPandas()
     skus = cat.merge(truth, on="sku").query("base_rate > 0")
@@ -257,13 +262,13 @@ def test_simulated_fill_rate_per_abc_class_is_within_3_points_of_target(spark, c
     targets = F.broadcast(inventory.service_targets(spark, TARGETS))
     policy = inventory.with_policy(base.join(targets, "abc_class"), "fill_rate",
                                    section["ordering_cost"], section["holding_cost_rate"],
-                                   section["review_period_days"], section["max_order_cover_days"])
+                                   section["review_period_days"], section["max_order_cover_days"]).cache()
     sim = (inventory.simulate_skus(policy, spark.createDataFrame(units), seed=42, partitions=4)
            .withColumnRenamed("status", "sim_status")
-           .join(policy.select("sku", "abc_class", "target_service_level"), "sku"))
+           .join(policy.select("sku", "abc_class", "target_service_level"), "sku")).cache()
     by_class = {r["abc_class"]: r for r in inventory.fill_rate_by_class(sim).collect()}
     report = {c: (r["skus"], round(r["fill_rate"], 4), r["target"]) for c, r in by_class.items()}
-    print("simulated fill rate per class (skus, fill rate, target):", report)
+    print(f"seed {seed}: simulated fill rate per class (skus, fill rate, target):", report)
     assert set(by_class) == {"A", "B", "C"}
     # parity: the Spark rows are what the pandas function gives for the same SKU
     pol = policy.select("sku", "reorder_point", "order_qty", "lead_time_days",
@@ -275,4 +280,7 @@ def test_simulated_fill_rate_per_abc_class_is_within_3_points_of_target(spark, c
         pd.testing.assert_frame_equal(remote, local, check_dtype=False)
     for cls, r in by_class.items():
         assert r["skus"] >= 10, report
-        assert abs(r["fill_rate"] - TARGETS[cls]) <= 0.03, report
+        # never more than a point short of the target, nor 3 points over it (stock for nothing)
+        assert TARGETS[cls] - 0.01 <= r["fill_rate"] <= TARGETS[cls] + 0.03, report
+    sim.unpersist()
+    policy.unpersist()
