@@ -67,7 +67,8 @@ def test_quickstart_runs_a_job_then_reads_the_warehouse(spark, quick_pipeline, t
         "overlays": ["local", str(TEST_OVERLAY), str(QUICK_OVERLAY)], "jobs": ["demand"]}, tmp_path,
         export='{"results": {j: {"status": r["status"], "run_id": r["run_id"], "rows_out": r["rows_out"]}'
                '             for j, r in results.items()},'
-               ' "tables": tables_now.to_dict("records"), "order_lines": order_lines.count()}')
+               ' "tables": tables_now.to_dict("records"), "order_lines": order_lines.count(),'
+               ' "lines_by_sql": lines_by_sql}')
 
     demand = got["results"]["demand"]
     assert list(got["results"]) == ["demand"] and demand["status"] == "succeeded"
@@ -90,6 +91,8 @@ def test_quickstart_runs_a_job_then_reads_the_warehouse(spark, quick_pipeline, t
     assert shown["gold.job_runs"][:2] == (runs_before + 1, tables.table_version(spark, conf, "gold.job_runs"))
     assert got["order_lines"] == shown["silver.order_lines"][0] == \
         tables.read_table(spark, conf, "silver.order_lines").count() > 0
+    # spark.sql by table name, in the notebook's own session, on the notebook's warehouse
+    assert got["lines_by_sql"] == got["order_lines"]
 
 
 def test_customers_notebook_shows_the_pipeline_tables(spark, quick_pipeline, tmp_path):
