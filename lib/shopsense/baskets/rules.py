@@ -44,6 +44,7 @@ from shopsense.core import tables
 from shopsense.core.config import Conf
 from shopsense.core.errors import require_columns
 from shopsense.core.runs import JobRun
+from shopsense.ingest.products import read_products
 
 JOB = "basket_rules"
 LEVELS = ("sku", "category")
@@ -437,7 +438,7 @@ def run(spark: SparkSession, conf: Conf) -> dict:
         finally:
             basket_df.unpersist()
         try:
-            products = run.read_optional("silver.products", "product names taken from the latest "
+            products = read_products(run, "product names taken from the latest "
                                          "order line of each SKU") if params.level == "sku" else None
             rules, fbt, n_itemsets = named_outputs(spark, mined, params, item_names(lines, params.level, products))
             run.rows_out = run.write(rules.withColumn(LEVEL, F.lit(params.level)), "gold.association_rules")

@@ -64,6 +64,9 @@ PRODUCTS = T.StructType([
     T.StructField(C.IS_PRODUCT, T.BooleanType(), False),
     # "catalogue" where the product catalogue lists the SKU, "derived" where only orders do.
     T.StructField("origin", T.StringType(), False),
+    # The fields taken from the order lines (product_name, category, unit_price) where the
+    # catalogue is silent or absent; re-derived as of a date by ingest.products.products_as_of.
+    T.StructField("from_orders", T.ArrayType(T.StringType(), False), False),
     *RUN_COLUMNS,
 ])
 

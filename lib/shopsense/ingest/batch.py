@@ -24,6 +24,7 @@ from shopsense.core import tables
 from shopsense.core.config import Conf, resolve_path
 from shopsense.core.runs import JobRun
 from shopsense.core.settings import FileSpec, SourceSpec
+from shopsense.ingest.products import build_products
 
 DEV_PSEUDONYM_KEY = "shopsense-local-development-key-not-secret"
 ROW_HASH = "row_hash"
@@ -275,20 +276,6 @@ def with_canonical(df: DataFrame, mapping: dict[str, str | None], spec: FileSpec
     )
 
 
-def derive_products(order_lines: DataFrame, non_products: list[str]) -> DataFrame:
-    """One row per SKU seen in orders (returns included): the most recent non-empty name and
-    category, the median price of its sales (of all its lines when it has no sale)."""
-    is_sale = F.col(C.LINE_TYPE) == C.LINE_SALE
-    return (order_lines.groupBy(C.SKU).agg(
-        F.max_by(C.PRODUCT_NAME, F.when(F.col(C.PRODUCT_NAME).isNotNull(), F.col(C.ORDERED_AT)))
-        .alias(C.PRODUCT_NAME),
-        F.max_by(C.CATEGORY, F.when(F.col(C.CATEGORY).isNotNull(), F.col(C.ORDERED_AT)))
-        .alias(C.CATEGORY),
-        F.coalesce(F.percentile_approx(F.when(is_sale, F.col(C.UNIT_PRICE)), 0.5),
-                   F.percentile_approx(C.UNIT_PRICE, 0.5)).alias(C.UNIT_PRICE))
-        .withColumn(C.IS_PRODUCT, ~F.col(C.SKU).isin(non_products)))
-
-
 def read_catalogue(spark: SparkSession, spec: FileSpec) -> DataFrame:
     """The product catalogue, typed; rows without a SKU are dropped by the caller (counted)."""
     df = read_files(spark, spec, "catalogue")
@@ -300,28 +287,6 @@ def read_catalogue(spark: SparkSession, spec: FileSpec) -> DataFrame:
         cols.append((text(value) if canon in (C.SKU, C.PRODUCT_NAME, C.CATEGORY)
                      else to_number(value)).alias(canon))
     return df.select(*cols)
-
-
-def build_products(order_lines: DataFrame, catalogue: DataFrame | None,
-                   non_products: list[str]) -> DataFrame:
-    """silver.products: catalogue rows where the catalogue lists the SKU, filled from orders
-    where it leaves a field empty; SKUs only orders know are derived from the orders."""
-    derived = derive_products(order_lines, non_products)
-    if catalogue is None:
-        out = derived
-        for canon in (C.UNIT_COST, C.LEAD_TIME_DAYS, C.LEAD_TIME_STD_DAYS, C.PACK_SIZE, C.MIN_ORDER_QTY):
-            out = out.withColumn(canon, F.lit(None).cast("double"))
-        return out.withColumn("origin", F.lit("derived"))
-    cat = catalogue.filter(F.col(C.SKU).isNotNull()).dropDuplicates([C.SKU]).alias("c")
-    d = derived.alias("d")
-    joined = cat.join(d, F.col(f"c.{C.SKU}") == F.col(f"d.{C.SKU}"), "full_outer")
-    pick = lambda name: F.coalesce(F.col(f"c.{name}"), F.col(f"d.{name}")).alias(name)  # noqa: E731
-    return joined.select(
-        pick(C.SKU), pick(C.PRODUCT_NAME), pick(C.CATEGORY), pick(C.UNIT_PRICE),
-        *[F.col(f"c.{n}").alias(n) for n in (C.UNIT_COST, C.LEAD_TIME_DAYS, C.LEAD_TIME_STD_DAYS,
-                                             C.PACK_SIZE, C.MIN_ORDER_QTY)],
-        (~F.coalesce(F.col(f"c.{C.SKU}"), F.col(f"d.{C.SKU}")).isin(non_products)).alias(C.IS_PRODUCT),
-        F.when(F.col(f"c.{C.SKU}").isNotNull(), "catalogue").otherwise("derived").alias("origin"))
 
 
 def read_inventory(spark: SparkSession, spec: FileSpec) -> DataFrame:

@@ -48,6 +48,7 @@ from shopsense.supply.replay import (LOSS_K_MAX, LOSS_K_MIN, SIMULATION_SCHEMA, 
                                      z_for_cycle_service)
 from shopsense.core.runs import JobRun
 from shopsense.core.settings import InventorySection
+from shopsense.ingest.products import read_products
 
 ABC = "abc_class"
 XYZ = "xyz_class"
@@ -508,7 +509,7 @@ def run(spark: SparkSession, conf: Conf) -> dict:
         demand = run.read("gold.sku_daily_demand")
         as_of = run.as_of()
         without = "its values come from inventory.defaults"
-        products = run.read_optional("silver.products", without)
+        products = read_products(run, without)
         snapshot = run.read_optional("silver.inventory", without)
         policy = build_policy(spark, forecast_inputs(forecast, accuracy), demand, products,
                               snapshot, as_of, section)
