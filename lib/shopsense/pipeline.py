@@ -25,7 +25,7 @@ class Job:
 # In dependency order. `sample` is not part of `all`: it makes raw files, it does not read tables.
 JOBS: dict[str, Job] = {job.name: job for job in (
     Job("sample", "shopsense.ingest.sample", (), "generate sample raw files (orders, catalogue, inventory, planted truth)"),
-    Job("ingest", "shopsense.ingest.batch", (), "raw files -> bronze.order_lines_raw, silver.order_lines, silver.quarantine, silver.products"),
+    Job("ingest", "shopsense.ingest.batch", (), "raw files -> bronze.<source>_orders, silver.order_lines, silver.quarantine, silver.products, silver.ingested_files"),
     Job("features", "shopsense.customers.features", ("ingest",), "silver.order_lines -> gold.customer_features (recency, frequency, monetary, ...)"),
     Job("segment", "shopsense.customers.segments", ("features",), "gold.customer_features -> KMeans segments: gold.customer_segments, gold.segment_profiles, models/segment"),
     Job("basket_rules", "shopsense.baskets.rules", ("ingest",), "silver.order_lines -> gold.association_rules, gold.frequently_bought_together (level-wise counting or FP-growth)"),

@@ -189,7 +189,7 @@ def assert_same_recommendations(spark, local, remote) -> dict[str, int]:
 # segment.deterministic_layout over the same shuffle partitions); what derives from the
 # forecasts gets MODEL; recommend has its own comparison.
 TABLES: dict[str, dict[str, tuple[list[str], dict]]] = {
-    "ingest": {"bronze.order_lines_raw": (["source_file", "row_hash"], {}),
+    "ingest": {"bronze.sample_orders": (["source_file", "row_hash"], {}),
                "silver.order_lines": (["line_id"], {}),
                "silver.quarantine": (["line_id"], {}),
                "silver.products": (["sku"], {}),

@@ -114,7 +114,7 @@ def test_online_retail_reconciles_with_the_pandas_reference(spark, retail, refer
     expected = {k: reference[k] for k in ("rows_read", "rows_duplicate", "rows_accepted", "rows_quarantined")}
     assert {k: int(m[k]) for k in expected} == expected
     assert m["rows_read"] == m["rows_accepted"] + m["rows_quarantined"] + m["rows_duplicate"]
-    assert tables.read_table(spark, conf, "bronze.order_lines_raw").count() == reference["rows_read"]
+    assert tables.read_table(spark, conf, "bronze.online_retail_orders").count() == reference["rows_read"]
     assert tables.read_table(spark, conf, "silver.order_lines").count() == reference["rows_accepted"]
 
 

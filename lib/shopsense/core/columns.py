@@ -11,10 +11,16 @@ ORDERED_AT = "ordered_at"
 PRODUCT_NAME = "product_name"
 CATEGORY = "category"
 COUNTRY = "country"
+# In silver: quantity * unit_price, negative on returns and cancellations. In an export that
+# has line totals but no unit price, the mapped line total.
+REVENUE = "revenue"
 
 REQUIRED_ORDER_COLUMNS = (ORDER_ID, CUSTOMER_ID, SKU, QUANTITY, UNIT_PRICE, ORDERED_AT)
 OPTIONAL_ORDER_COLUMNS = (PRODUCT_NAME, CATEGORY, COUNTRY)
 ORDER_COLUMNS = REQUIRED_ORDER_COLUMNS + OPTIONAL_ORDER_COLUMNS
+# What a source's column mapping may name: the order line, and a line total (`revenue`) that
+# may stand in for the unit price (the price is then derived from it).
+MAPPABLE_ORDER_COLUMNS = ORDER_COLUMNS + (REVENUE,)
 
 # Columns silver adds.
 LINE_ID = "line_id"
@@ -22,7 +28,6 @@ ORDER_DATE = "order_date"
 LINE_TYPE = "line_type"          # sale | return | cancellation
 IS_GUEST = "is_guest"            # no customer id: a real sale, left out of customer-level jobs
 IS_PRODUCT = "is_product"        # False for postage, fees, manual adjustments
-REVENUE = "revenue"              # quantity * unit_price, negative on returns and cancellations
 SOURCE_FILE = "source_file"
 RUN_ID = "run_id"
 INGESTED_AT = "ingested_at"

@@ -23,6 +23,37 @@ from shopsense.core import tables
 from shopsense.core.config import Conf
 
 
+class EmptyOutputError(RuntimeError):
+    """A job's output is empty where the table it would replace has rows."""
+
+
+def last_complete_day(lines: DataFrame, min_share: float) -> tuple[dt.date, str]:
+    """(the last complete order day, why): the last order date, or the day before it when that
+    day has fewer lines than ``min_share`` of the median day of the 28 days before it (an
+    export cut off mid-day). Raises ValueError when there are no order lines. Reads only the
+    daily counts of the last 29 days (a few dozen rows)."""
+    from pyspark.sql import functions as F
+
+    last = tables.last_value(lines, C.ORDER_DATE)
+    if last is None:
+        raise ValueError("silver.order_lines has no order lines: there is no date to compute as "
+                         "of (set as_of, or ingest orders first)")
+    days = {r[0]: int(r[1]) for r in (
+        lines.filter(F.col(C.ORDER_DATE) >= F.lit(last - dt.timedelta(days=28)))
+        .groupBy(C.ORDER_DATE).count().collect())}
+    before = sorted(n for d, n in days.items() if d < last)
+    if not before:
+        return last, f"the last order date in silver.order_lines"
+    median = before[len(before) // 2] if len(before) % 2 else (before[len(before) // 2 - 1] + before[len(before) // 2]) / 2
+    if days[last] < min_share * median:
+        earlier = max(d for d in days if d < last)
+        return earlier, (f"the last complete order day: the last order date, {last}, has "
+                         f"{days[last]:,} lines against a median of {median:,.0f} in the 28 days "
+                         f"before it (less than as_of_min_day_share {min_share}), so it is taken "
+                         f"as cut off")
+    return last, f"the last order date in silver.order_lines ({days[last]:,} lines)"
+
+
 def new_run_id(job: str) -> str:
     """A unique, sortable run id: UTC time plus a random suffix."""
     return f"{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%SZ}-{job}-{uuid.uuid4().hex[:8]}"
@@ -108,22 +139,25 @@ class JobRun:
 
     def as_of(self) -> dt.date:
         """The date the job computes as of, the same resolver for every job: conf ``as_of``
-        (``--as-of``), or else the last order date in silver.order_lines (noted). Recorded in
-        the run's parameters. Raises ValueError when conf leaves it open and there are no
-        order lines."""
+        (``--as-of``), or else the last complete order day in silver.order_lines (see
+        :func:`last_complete_day`; noted). Recorded in the run's parameters. Raises ValueError
+        when there are no order lines, or when conf's date is before the first order (every
+        output would be empty)."""
         if self._as_of is None:
-            from pyspark.sql import functions as F
-
-            if self.conf.as_of is not None:
+            if self.conf.as_of is not None and not tables.table_exists(self.spark, self.conf,
+                                                                       "silver.order_lines"):
+                self._as_of = self.conf.as_of   # a job on gold tables alone: nothing to check
+            elif self.conf.as_of is not None:
+                first = tables.first_value(self.read("silver.order_lines"), C.ORDER_DATE)
+                if first is None or self.conf.as_of < first:
+                    raise ValueError(f"as_of {self.conf.as_of} is before the first order "
+                                     f"({first or 'there are none'}) in silver.order_lines: every "
+                                     f"output would be empty (give a later --as-of)")
                 self._as_of = self.conf.as_of
             else:
-                lines = self.read("silver.order_lines")
-                latest = lines.agg(F.max(C.ORDER_DATE)).first()[0]
-                if latest is None:
-                    raise ValueError("silver.order_lines has no order lines: there is no date to "
-                                     "compute as of (set as_of, or ingest orders first)")
-                self._as_of = latest
-                self.note(f"as_of not set: using the last order date in silver.order_lines, {latest}")
+                self._as_of, why = last_complete_day(self.read("silver.order_lines"),
+                                                     self.conf.as_of_min_day_share)
+                self.note(f"as_of not set: using {self._as_of}, {why}")
             self.parameters["as_of"] = str(self._as_of)
         return self._as_of
 
@@ -140,13 +174,23 @@ class JobRun:
 
     def write(self, df: DataFrame, name: str) -> int:
         """Replace table ``name`` with ``df`` stamped with this run and conformed to the
-        table's registered schema (one Delta commit). Returns the rows written, from the commit."""
-        return int(tables.overwrite(self.stamp(df, name), self.conf, name) or 0)
+        table's registered schema (one Delta commit). Returns the rows written, from the commit.
+        Raises EmptyOutputError, with the table restored to its previous version, when the
+        output is empty and the table it replaced was not (unless conf ``allow_empty_output``)."""
+        before = tables.table_version(self.spark, self.conf, name)
+        had_rows = before is not None and not tables.read_table(self.spark, self.conf, name).isEmpty()
+        rows = int(tables.overwrite(self.stamp(df, name), self.conf, name) or 0)
+        if rows == 0 and had_rows and not self.conf.allow_empty_output:
+            tables.restore(self.spark, self.conf, name, before)
+            raise EmptyOutputError(f"{name}: this run's output is empty and would have replaced a "
+                                   f"table with rows; the table was left as it was (check the "
+                                   f"inputs and as_of, or set allow_empty_output: true)")
+        return rows
 
-    def insert_new(self, df: DataFrame, name: str, key: str) -> int:
-        """Insert the stamped rows of ``df`` whose ``key`` table ``name`` lacks; returns the
-        rows inserted."""
-        return int(tables.insert_new(self.spark, self.stamp(df, name), self.conf, name, key) or 0)
+    def insert_new(self, df: DataFrame, name: str, key: str, replace: str | None = None) -> int:
+        """Insert the stamped rows of ``df`` whose ``key`` table ``name`` lacks (and delete the
+        rows matching ``replace`` that ``df`` no longer has); returns the rows inserted."""
+        return int(tables.insert_new(self.spark, self.stamp(df, name), self.conf, name, key, replace) or 0)
 
     def metric(self, name: str, value: float | int | None, key: bool = False) -> None:
         """Record a figure in the run record (``key``: the one printed when the job ends)."""

@@ -102,8 +102,33 @@ class FileSpec(Section):
     format: Literal["csv", "parquet", "json"] = "csv"
     options: dict[str, Scalar] = {}
     columns: dict[str, str] = {}
-    timestamp_format: str | None = None
+    # One Spark datetime pattern, or several tried in turn (the first that parses wins).
+    timestamp_format: str | list[str] | None = None
     cancel_prefix: str | None = None
+    # Text encoding of CSV/JSON files; null: UTF-8, and text that does not decode is quarantined.
+    encoding: str | None = None
+    # Source columns that identify a line on their own (a natural key such as invoice + line
+    # number); empty: a line is identified by its canonical content.
+    key_columns: list[str] = []
+
+    @property
+    def timestamp_formats(self) -> list[str]:
+        if self.timestamp_format is None:
+            return []
+        return [self.timestamp_format] if isinstance(self.timestamp_format, str) else list(self.timestamp_format)
+
+    @field_validator("encoding")
+    @classmethod
+    def _known_encoding(cls, value: str | None) -> str | None:
+        import codecs
+
+        if value is None:
+            return None
+        try:
+            # Python's canonical name (latin-1 -> iso8859-1), which Java, and so Spark, knows too
+            return codecs.lookup(value).name
+        except LookupError:
+            raise ValueError(f"{value!r} is not a known text encoding") from None
 
     @field_validator("path")
     @classmethod
@@ -123,7 +148,7 @@ class FileSpec(Section):
 
 
 class OrdersSpec(FileSpec):
-    CANONICAL: ClassVar[tuple[str, ...]] = C.ORDER_COLUMNS
+    CANONICAL: ClassVar[tuple[str, ...]] = C.MAPPABLE_ORDER_COLUMNS
 
 
 class CatalogueSpec(FileSpec):
@@ -138,12 +163,32 @@ class SourceSpec(Section):
     orders: OrdersSpec
     catalogue: CatalogueSpec | None = None
     inventory: InventorySpec | None = None
+    # True only for the generated sample: its ids are made up, so the fixed development key
+    # pseudonymises them (and tests can join the planted truth).
+    generated: bool = False
+
+
+class PlausibilitySection(Section):
+    future_tolerance_days: NonNegativeFloat = 1.0
+    earliest_date: dt.date = dt.date(1990, 1, 1)
+    max_quantity: PositiveFloat = 1e6
+    max_unit_price: PositiveFloat = 1e6
+    max_revenue: PositiveFloat = 1e8
+
+    @field_validator("earliest_date", mode="before")
+    @classmethod
+    def _floor_is_a_date(cls, value):
+        return _iso_date(value)
 
 
 class IngestSection(Section):
     source: str = "sample"
     pseudonym_key_env: str = "SHOPSENSE_PSEUDONYM_KEY"
     non_product_skus: list[str] = []
+    plausibility: PlausibilitySection = PlausibilitySection()
+    # Read only files not ingested before (by path, size and modification time); false reads
+    # every file under the source's paths again.
+    incremental: bool = True
 
     @field_validator("non_product_skus", mode="before")
     @classmethod
@@ -382,6 +427,11 @@ class Settings(Section):
     app_name: str = "shopsense"
     warehouse: str
     as_of: dt.date | None = None
+    # A last order day with fewer lines than this share of the median day of the 28 before it is
+    # taken as incomplete: the default as-of date is the day before it.
+    as_of_min_day_share: Share = 0.25
+    # Replacing a non-empty table with an empty one is an error unless this is true.
+    allow_empty_output: bool = False
     log_level: Literal["ALL", "DEBUG", "INFO", "WARN", "ERROR", "FATAL", "OFF"] = "WARN"
     spark: SparkSection = SparkSection()
     sample: SampleSection = SampleSection()
@@ -400,6 +450,17 @@ class Settings(Section):
     @classmethod
     def _as_of_is_a_date(cls, value):
         return _iso_date(value)
+
+    @field_validator("sources")
+    @classmethod
+    def _source_names(cls, value: dict) -> dict:
+        import re
+
+        for name in value:
+            if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", name):
+                raise ValueError(f".{name}: a source name is letters, digits and _ (it names the "
+                                 f"source's bronze table), got {name!r}")
+        return value
 
     @model_validator(mode="after")
     def _source_exists(self):

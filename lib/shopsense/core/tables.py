@@ -66,7 +66,7 @@ PRODUCTS = T.StructType([
     T.StructField("origin", T.StringType(), False),
     # The fields taken from the order lines (product_name, category, unit_price) where the
     # catalogue is silent or absent; re-derived as of a date by ingest.products.products_as_of.
-    T.StructField("from_orders", T.ArrayType(T.StringType(), False), False),
+    T.StructField("from_orders", T.ArrayType(T.StringType(), True), False),
     *RUN_COLUMNS,
 ])
 
@@ -95,10 +95,12 @@ JOB_RUNS = T.StructType([
 ])
 
 # Every table shopsense writes, and where its explicit schema is declared ("module:NAME", beside
-# the code that computes it; resolved on first use). bronze.order_lines_raw keeps the columns of
-# the export as read, so it has none.
+# the code that computes it; resolved on first use). Bronze tables keep the columns of the export
+# as read, so they have none: each source has its own, bronze.<source>_orders (and
+# bronze.order_lines_raw is the one table all sources shared before).
 REGISTRY: dict[str, str | None] = {
     "bronze.order_lines_raw": None,
+    "silver.ingested_files": "shopsense.ingest.files:INGESTED_FILES",
     "silver.order_lines": "shopsense.core.tables:ORDER_LINES",
     "silver.quarantine": "shopsense.core.tables:QUARANTINE",
     "silver.products": "shopsense.core.tables:PRODUCTS",
@@ -125,6 +127,8 @@ def schema(name: str) -> T.StructType | None:
     export's columns). Raises KeyError naming the known tables for an unknown name."""
     import importlib
 
+    if name.startswith("bronze."):
+        return None
     if name not in REGISTRY:
         raise KeyError(f"unknown table {name!r}; known: {', '.join(REGISTRY)}")
     ref = REGISTRY[name]
@@ -168,6 +172,24 @@ def table_version(spark: SparkSession, conf: Conf, name: str) -> int | None:
         return None
     last = DeltaTable.forPath(spark, table_path(conf, name)).history(1).select("version").first()
     return int(last["version"]) if last else None
+
+
+def first_value(df: DataFrame, column: str):
+    """The smallest value of a column (Delta answers min/max of a table from its file
+    statistics, without a scan)."""
+    return df.agg(F.min(column)).first()[0]
+
+
+def last_value(df: DataFrame, column: str):
+    """The largest value of a column (see :func:`first_value`)."""
+    return df.agg(F.max(column)).first()[0]
+
+
+def restore(spark: SparkSession, conf: Conf, name: str, version: int) -> None:
+    """Put table ``name`` back to ``version`` (a Delta RESTORE: a new commit, history kept)."""
+    from delta.tables import DeltaTable
+
+    DeltaTable.forPath(spark, table_path(conf, name)).restoreToVersion(version)
 
 
 def conform(df: DataFrame, schema: T.StructType) -> DataFrame:
@@ -214,21 +236,44 @@ def append(df: DataFrame, conf: Conf, name: str) -> None:
     register(spark, conf, name)
 
 
-def insert_new(spark: SparkSession, df: DataFrame, conf: Conf, name: str, key: str) -> int | None:
+def insert_new(spark: SparkSession, df: DataFrame, conf: Conf, name: str, key: str,
+               replace: str | None = None) -> int | None:
     """Insert the rows whose ``key`` the table does not hold yet (a Delta MERGE), creating the
-    table on first use; returns the rows inserted. Re-running with the same rows changes nothing."""
+    table on first use; returns the rows inserted. Re-running with the same rows changes nothing.
+    ``replace``, a condition on the table's rows (``t.``-prefixed columns), deletes in the same
+    commit the rows matching it that ``df`` no longer has (a changed file's old rows)."""
     from delta.tables import DeltaTable
 
     out = _conformed(df, name)
     if not table_exists(spark, conf, name):
         out.write.format("delta").mode("overwrite").save(table_path(conf, name))
     else:
-        (DeltaTable.forPath(spark, table_path(conf, name)).alias("t")
-         .merge(out.alias("s"), f"t.`{key}` = s.`{key}`")
-         .whenNotMatchedInsertAll()
-         .execute())
+        merge = (DeltaTable.forPath(spark, table_path(conf, name)).alias("t")
+                 .merge(out.alias("s"), f"t.`{key}` = s.`{key}`")
+                 .whenNotMatchedInsertAll())
+        if replace:
+            merge = merge.whenNotMatchedBySourceDelete(condition=replace)
+        merge.execute()
     register(spark, conf, name)
     return last_commit_rows(spark, conf, name)
+
+
+def upsert(spark: SparkSession, df: DataFrame, conf: Conf, name: str, keys: list[str],
+           keep_when_null: list[str] = ()) -> None:
+    """Update the rows matching ``keys`` and insert the others (one Delta MERGE), creating the
+    table on first use; columns in ``keep_when_null`` keep their value where the new one is null."""
+    from delta.tables import DeltaTable
+
+    out = _conformed(df, name)
+    if not table_exists(spark, conf, name):
+        out.write.format("delta").mode("overwrite").save(table_path(conf, name))
+    else:
+        on = " AND ".join(f"t.`{k}` = s.`{k}`" for k in keys)
+        values = {f"`{c}`": (f"coalesce(s.`{c}`, t.`{c}`)" if c in keep_when_null else f"s.`{c}`")
+                  for c in out.columns}
+        (DeltaTable.forPath(spark, table_path(conf, name)).alias("t")
+         .merge(out.alias("s"), on).whenMatchedUpdate(set=values).whenNotMatchedInsertAll().execute())
+    register(spark, conf, name)
 
 
 def replace_where(df: DataFrame, conf: Conf, name: str, condition: str) -> None:
@@ -259,9 +304,22 @@ def register(spark: SparkSession, conf: Conf, name: str) -> None:
     spark.sql(f"CREATE TABLE `{layer}`.`{table}` USING delta LOCATION {sql_string(location)}")
 
 
+def bronze_tables(spark: SparkSession, conf: Conf) -> list[str]:
+    """The bronze tables in conf's warehouse (one per source, named after it), by listing."""
+    jvm = spark.sparkContext._jvm
+    root = jvm.org.apache.hadoop.fs.Path(f"{resolve_path(conf.warehouse).rstrip('/')}/bronze")
+    fs = root.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+    if not fs.exists(root):
+        return []
+    names = sorted(f"bronze.{s.getPath().getName()}" for s in fs.listStatus(root) if s.isDirectory())
+    return [n for n in names if table_exists(spark, conf, n)]
+
+
 def register_all(spark: SparkSession, conf: Conf) -> list[str]:
-    """Register every table of the registry that exists in conf's warehouse; returns their names."""
-    present = [name for name in REGISTRY if table_exists(spark, conf, name)]
+    """Register every table of the registry, and every bronze table, that exists in conf's
+    warehouse; returns their names."""
+    present = bronze_tables(spark, conf) + [name for name in REGISTRY if not name.startswith("bronze.")
+                                            and table_exists(spark, conf, name)]
     for name in present:
         register(spark, conf, name)
     return present

@@ -17,6 +17,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from shopsense.core import columns as C
+from shopsense.core import tables
 
 ORIGIN = "origin"
 FROM_ORDERS = "from_orders"
@@ -98,6 +99,6 @@ def read_products(run, without: str) -> DataFrame | None:
     """silver.products as of the run's as-of date (see :func:`products_as_of`), or None (noted,
     with what the job does ``without`` it) when ingest has not written it."""
     products = run.read_optional("silver.products", without)
-    if products is None:
-        return None
+    if products is None or not tables.table_exists(run.spark, run.conf, "silver.order_lines"):
+        return products
     return products_as_of(products, run.read("silver.order_lines"), run.as_of())

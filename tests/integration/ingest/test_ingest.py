@@ -96,12 +96,14 @@ def test_every_row_is_accounted_for(spark, shop):
     assert len(ids) == 3 and all(len(i) == 32 and int(i, 16) >= 0 for i in ids)
     assert "17850" not in " ".join(r["raw_values"] for r in tables.read_table(spark, conf, "silver.quarantine").collect())
 
-    bronze = tables.read_table(spark, conf, "bronze.order_lines_raw")
+    bronze = tables.read_table(spark, conf, "bronze.shop_orders")
     assert bronze.count() == 11 and {"InvoiceNo", "source_file", "row_hash", "run_id"} <= set(bronze.columns)
 
     record = run_record(spark, conf)
     assert record["status"] == "succeeded" and record["rows_in"] == 11 and record["rows_out"] == 5
-    assert any("development key" in n for n in record["notes"])
+    # a real source without SHOPSENSE_PSEUDONYM_KEY in local mode: the warehouse's own key
+    assert json.loads(record["parameters"])["pseudonym_key"] == "warehouse"
+    assert any("warehouse's own random key" in n for n in record["notes"])
     products = tables.read_table(spark, conf, "silver.products")
     assert products.filter("sku = '71053'").first()["product_name"] == "WHITE LANTERN"
 
@@ -113,10 +115,11 @@ def test_rerun_on_the_same_files_changes_nothing(spark, shop):
     for df in first.values():
         df.count()
     versions = {t: tables.table_version(spark, conf, t) for t in first}
-    ingest.run(spark, conf)
+    again = ingest.run(spark, conf)
+    assert again["metrics"]["rows_read"] == 0 and any("nothing read" in n for n in again["notes"])
     for name, before in first.items():
         assertDataFrameEqual(tables.read_table(spark, conf, name), before)
-    assert tables.read_table(spark, conf, "bronze.order_lines_raw").count() == 11
+    assert tables.read_table(spark, conf, "bronze.shop_orders").count() == 11
     products = tables.read_table(spark, conf, "silver.products").drop("run_id", "computed_at")
     assert products.count() == 5
     assert all(tables.table_version(spark, conf, t) >= v for t, v in versions.items())
@@ -127,12 +130,13 @@ def test_a_new_days_file_adds_only_its_rows(spark, shop):
     first = ingest.run(spark, conf)
     write_csv(raw / "day2.csv", DAY2)
     second = ingest.run(spark, conf)
-    assert second["metrics"]["rows_read"] == 13  # both files are read ...
+    # only the new file is read (silver.ingested_files knows day 1), and only its rows are new
+    assert (second["metrics"]["rows_read"], second["metrics"]["files_unchanged"]) == (2, 1)
     lines = tables.read_table(spark, conf, "silver.order_lines")
-    assert lines.count() == 7                    # ... and only day 2's two rows are new
+    assert lines.count() == 7
     by_run = dict(lines.groupBy("run_id").count().collect())
     assert by_run == {first["run_id"]: 5, second["run_id"]: 2}
-    assert tables.read_table(spark, conf, "bronze.order_lines_raw").count() == 13
+    assert tables.read_table(spark, conf, "bronze.shop_orders").count() == 13
 
 
 def test_missing_column_stops_before_writing_and_keeps_previous_tables(spark, shop, tmp_path, conf_factory):
@@ -180,7 +184,7 @@ def test_unreadable_gzip_stops_before_writing(spark, tmp_path, conf_factory):
     with pytest.raises(Exception):
         ingest.run(spark, conf)
     assert not tables.table_exists(spark, conf, "silver.order_lines")
-    assert not tables.table_exists(spark, conf, "bronze.order_lines_raw")
+    assert not tables.table_exists(spark, conf, "bronze.shop_orders")
 
 
 def test_json_source_through_mapping(spark, tmp_path, conf_factory):
@@ -210,6 +214,7 @@ def test_pseudonym_key_required_outside_local_mode(spark, shop, monkeypatch, con
     assert not tables.table_exists(spark, conf, "silver.order_lines")
     monkeypatch.setenv("SHOPSENSE_PSEUDONYM_KEY", "a-real-secret")
     summary = ingest.run(spark, conf)
+    assert json.loads(run_record(spark, conf)["parameters"])["pseudonym_key"] == "environment"
     assert summary["notes"] == ["no product catalogue: silver.products derived from order lines "
                                 "(latest name, median sale price; costs and lead times empty)",
                                 "no inventory snapshot: silver.inventory not written"]

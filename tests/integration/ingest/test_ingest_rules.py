@@ -6,9 +6,10 @@ from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
 from shopsense.core import columns as C
-from shopsense.core.settings import OrdersSpec
-from shopsense.ingest.batch import (dedupe_exact, hmac_sha256_hex, normalise_customer_id, pseudonymise,
-                              with_canonical, with_row_hash)
+from shopsense.core.settings import OrdersSpec, PlausibilitySection
+from shopsense.ingest.keys import hmac_sha256_hex, pseudonymise
+from shopsense.ingest.rules import normalise_customer_id
+from shopsense.ingest.batch import dedupe, with_canonical, with_catalogue, with_row_hash
 
 KEY = b"test-key"
 RAW_SCHEMA = ("InvoiceNo string, StockCode string, Description string, Quantity string, "
@@ -42,9 +43,14 @@ def test_customer_ids_written_as_floats_are_normalised(spark):
     assert got == ["17850", "12", None, None, "A1.0", "1.5"]
 
 
+#: The ingest's start time the plausibility rules measure "in the future" from.
+STARTED = dt.datetime(2011, 1, 1)
+
+
 def classify(spark, rows):
-    raw = spark.createDataFrame(rows, RAW_SCHEMA)
-    out = with_canonical(dedupe_exact(with_row_hash(raw)), MAPPING, SPEC, KEY, ["POST"])
+    raw = spark.createDataFrame(rows, RAW_SCHEMA).withColumn("_corrupt_record", F.lit(None).cast("string"))
+    lines = with_canonical(with_row_hash(raw), MAPPING, SPEC, KEY, STARTED, PlausibilitySection())
+    out = with_catalogue(dedupe(lines), None, ["POST"])
     return out.select(C.ORDER_ID, C.SKU, C.QUANTITY, C.UNIT_PRICE, C.ORDERED_AT, C.LINE_TYPE,
                       C.IS_GUEST, C.IS_PRODUCT, C.REASON, "copies")
 
@@ -71,6 +77,16 @@ def test_every_rule_on_literal_rows(spark):
         ("536392", "22", "x", "2", "2010-12-01 10:00:00", "-1.5", "1", "UK", f),
         ("536393", "22", "x", "2", "2010-12-01 10:00:00", "0.0", "1", "UK", f),
         ("536394", "22", "x", "NaN", "2010-12-01 10:00:00", "1.0", "1", "UK", f),
+        # plausibility (conf defaults: 1 day after the start, 1990-01-01, 1e6, 1e6, 1e8)
+        ("536395", "22", "x", "1", "2011-01-02 12:00:00", "1.0", "1", "UK", f),     # 1.5 days ahead
+        ("536396", "22", "x", "1", "2011-01-01 23:00:00", "1.0", "1", "UK", f),     # within a day
+        ("536397", "22", "x", "1", "1899-12-31 00:00:00", "1.0", "1", "UK", f),
+        ("536398", "22", "x", "1e12", "2010-12-01 10:00:00", "1.0", "1", "UK", f),
+        ("536399", "22", "x", "1", "2010-12-01 10:00:00", "1e308", "1", "UK", f),
+        ("536400", "22", "x", "inf", "2010-12-01 10:00:00", "1.0", "1", "UK", f),
+        ("536401", "22", "x", "1", "2010-12-01 10:00:00", "-Infinity", "1", "UK", f),
+        ("536402", "22", "x", "100000", "2010-12-01 10:00:00", "10000", "1", "UK", f),  # 1e9 revenue
+        ("536403", "22", "x", "-1000000", "2010-12-01 10:00:00", "1.0", "1", "UK", f),  # |q| = 1e6
     ]
     ts = dt.datetime(2010, 12, 1, 8, 26)
     at = lambda h, m: dt.datetime(2010, 12, 1, h, m)  # noqa: E731
@@ -93,7 +109,16 @@ def test_every_rule_on_literal_rows(spark):
         ("536391", "22", -3.0, 0.0, at(10, 0), "return", True, True, "stock_adjustment", 1),
         ("536392", "22", 2.0, -1.5, at(10, 0), "sale", False, True, "non_positive_price", 1),
         ("536393", "22", 2.0, 0.0, at(10, 0), "sale", False, True, "non_positive_price", 1),
-        ("536394", "22", None, 1.0, at(10, 0), "sale", False, True, "quantity_not_numeric", 1),
+        ("536394", "22", None, 1.0, at(10, 0), "sale", False, True, "quantity_not_finite", 1),
+        ("536395", "22", 1.0, 1.0, dt.datetime(2011, 1, 2, 12), "sale", False, True, "future_date", 1),
+        ("536396", "22", 1.0, 1.0, dt.datetime(2011, 1, 1, 23), "sale", False, True, None, 1),
+        ("536397", "22", 1.0, 1.0, dt.datetime(1899, 12, 31), "sale", False, True, "date_before_floor", 1),
+        ("536398", "22", 1e12, 1.0, at(10, 0), "sale", False, True, "implausible_quantity", 1),
+        ("536399", "22", 1.0, 1e308, at(10, 0), "sale", False, True, "implausible_price", 1),
+        ("536400", "22", None, 1.0, at(10, 0), "sale", False, True, "quantity_not_finite", 1),
+        ("536401", "22", 1.0, None, at(10, 0), "sale", False, True, "price_not_finite", 1),
+        ("536402", "22", 1e5, 1e4, at(10, 0), "sale", False, True, "implausible_revenue", 1),
+        ("536403", "22", -1e6, 1.0, at(10, 0), "return", False, True, None, 1),
     ], "order_id string, sku string, quantity double, unit_price double, ordered_at timestamp, "
        "line_type string, is_guest boolean, is_product boolean, reason string, copies bigint")
     assertDataFrameEqual(classify(spark, rows), expected, checkRowOrder=False)
