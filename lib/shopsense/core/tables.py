@@ -66,7 +66,7 @@ PRODUCTS = T.StructType([
     T.StructField("origin", T.StringType(), False),
     # The fields taken from the order lines (product_name, category, unit_price) where the
     # catalogue is silent or absent; re-derived as of a date by ingest.products.products_as_of.
-    T.StructField("from_orders", T.ArrayType(T.StringType(), False), False),
+    T.StructField("from_orders", T.ArrayType(T.StringType(), True), False),
     *RUN_COLUMNS,
 ])
 
