@@ -15,7 +15,6 @@ import time
 import pytest
 from pyspark.sql import types as T
 
-from shopsense.core import columns as C
 from shopsense.core import tables
 from shopsense.core.runs import JobRun, read_runs
 from shopsense.customers import features
