@@ -22,6 +22,7 @@ import time
 from pyspark.sql import functions as F
 
 from shopsense.core import tables
+from shopsense.core.runs import read_runs
 from shopsense.core.config import conf_dir, load_conf
 from shopsense.notebook import sample_overrides
 from shopsense.pipeline import JOBS, PIPELINE, run_jobs
@@ -70,7 +71,7 @@ def main(argv=None) -> int:
         if failed:
             print(f"  x{factor}: failed jobs {failed}: {[str(results[n]) for n in failed]}")
             return 1
-        runs = (tables.read_table(spark, conf, "gold.job_runs").filter(F.col("status") == "succeeded")
+        runs = (read_runs(spark, conf).filter(F.col("status") == "succeeded")
                 .select("job", "duration_s", "rows_in").collect())
         times[factor] = {r["job"]: r["duration_s"] for r in runs if r["job"] in PIPELINE}
         times[factor]["total"] = total

@@ -106,8 +106,13 @@ def _summary(args: argparse.Namespace) -> int:
 
     try:
         conf = conf_from_args(args)
-        spark = build_session(conf)
-        print_tables(spark, conf)
+        session: list = []
+
+        def spark():  # started only if a table's log cannot answer (or for --details)
+            if not session:
+                session.append(build_session(conf))
+            return session[0]
+        print_tables(spark, conf, details=getattr(args, "details", True))
     except Exception as exc:
         return _fail(exc, args.verbose)
     return EXIT_OK
@@ -154,7 +159,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                                         "write the HTML report.")
     add_conf_arguments(p_demo)
 
-    p_tables = sub.add_parser("tables", help="list every table with its row count, version and last run")
+    p_tables = sub.add_parser("tables", help="list every table with its row count, version and last run",
+                              description="List every table with its row count, Delta version and "
+                                          "last run, read from the Delta logs (no table is scanned), "
+                                          "and the last ingest's reconciliation.")
+    p_tables.add_argument("--details", action="store_true",
+                          help="also the quarantine's reasons and what the order lines hold "
+                               "(scans those two tables)")
     add_conf_arguments(p_tables)
 
     p_report = sub.add_parser("report", help="write the HTML report of the gold tables",

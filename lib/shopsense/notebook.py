@@ -1,13 +1,15 @@
 """Helpers for notebooks (and tests) that drive shopsense interactively.
 
-    from shopsense.notebook import start, run, table, sample_overrides
+    from shopsense.notebook import start, run, table, runs, sample_overrides
     spark, conf = start("conf/local.yaml", overrides=["warehouse=/tmp/wh"])
     run(spark, conf, "all")
     table(spark, conf, "gold.segment_profiles").toPandas()
+    runs(spark, conf).toPandas()
 
 ``start`` builds the one session a notebook uses (the same builder as the jobs: Delta, UTC, the
 driver's interpreter for the workers); ``run`` runs jobs in dependency order like
-``shopsense run`` and raises when one fails, naming it; ``table`` reads a table by name.
+``shopsense run`` and raises when one fails, naming it; ``table`` reads a table by name;
+``runs`` is gold.job_runs with one row per run (its latest state).
 """
 
 from __future__ import annotations
@@ -73,3 +75,12 @@ def run(spark: SparkSession, conf: Conf, *jobs: str) -> dict[str, dict]:
 def table(spark: SparkSession, conf: Conf, name: str) -> DataFrame:
     """A table by name (``layer.table``), e.g. ``table(spark, conf, "gold.recommendations")``."""
     return tables.read_table(spark, conf, name)
+
+
+def runs(spark: SparkSession, conf: Conf) -> DataFrame:
+    """gold.job_runs as one row per run, its latest state (``running``, ``succeeded``,
+    ``failed``, ``skipped`` or ``abandoned``; the table itself keeps every state a run went
+    through)."""
+    from shopsense.core.runs import read_runs
+
+    return read_runs(spark, conf)

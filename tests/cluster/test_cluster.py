@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 
 from shopsense.core import tables
+from shopsense.core.runs import read_runs
 from shopsense.pipeline import PIPELINE, run_jobs
 from shopsense.ingest.sample import SampleSpec, generate
 from tests.cluster.compare import assert_tables_equal, table_frame
@@ -222,7 +223,7 @@ def assert_same_outputs(spark, local, remote, jobs=PIPELINE) -> dict[str, int]:
 
 def assert_same_runs(spark, remote, jobs) -> None:
     """gold.job_runs of the cluster run: one succeeded run of each job, nothing else."""
-    runs = tables.read_table(spark, remote, "gold.job_runs").select("job", "status").toPandas()
+    runs = read_runs(spark, remote).select("job", "status").toPandas()
     assert sorted(zip(runs["job"], runs["status"])) == sorted((j, "succeeded") for j in jobs)
 
 

@@ -30,6 +30,7 @@ from pyspark.sql import types as T
 
 from tests.helpers import ONLINE_RETAIL, QUICK_OVERLAY, make_conf, online_retail_overrides, quick_conf
 from shopsense.core import tables
+from shopsense.core.runs import read_runs
 from shopsense.ingest import sample
 from shopsense.notebook import run
 
@@ -259,7 +260,7 @@ def last_runs(spark, as_of_warehouses) -> list[dict[str, dict]]:
     _, *confs, _ = as_of_warehouses
     out = []
     for conf in confs:
-        rows = tables.read_table(spark, conf, "gold.job_runs").orderBy("started_at").collect()
+        rows = read_runs(spark, conf).orderBy("started_at").collect()
         out.append({r["job"]: {"status": r["status"], **json.loads(r["parameters"])} for r in rows})
     return out
 

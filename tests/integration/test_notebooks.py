@@ -15,6 +15,7 @@ from nbclient import NotebookClient
 from pyspark.sql import functions as F
 
 from shopsense.core import tables
+from shopsense.core.runs import read_runs
 from shopsense.report.summary import list_tables
 from tests.helpers import NOTEBOOKS, QUICK_OVERLAY, TEST_OVERLAY, make_conf
 
@@ -60,7 +61,8 @@ def test_quickstart_runs_a_job_then_reads_the_warehouse(spark, quick_pipeline, t
     warehouse = tmp_path / "warehouse"
     shutil.copytree(ref_conf["warehouse"], warehouse)
     conf = make_conf(warehouse)
-    runs_before = tables.read_table(spark, conf, "gold.job_runs").count()
+    runs_before = read_runs(spark, conf).count()
+    log_before = tables.read_table(spark, conf, "gold.job_runs").count()
     demand_version = tables.table_version(spark, conf, "gold.sku_daily_demand")
     nb, got = execute("01_quickstart", {
         "warehouse": str(warehouse), "sample_dir": ref_conf["sample"]["out_dir"],
@@ -72,7 +74,7 @@ def test_quickstart_runs_a_job_then_reads_the_warehouse(spark, quick_pipeline, t
 
     demand = got["results"]["demand"]
     assert list(got["results"]) == ["demand"] and demand["status"] == "succeeded"
-    runs = tables.read_table(spark, conf, "gold.job_runs")
+    runs = read_runs(spark, conf)
     assert runs.filter(F.col("run_id") == demand["run_id"]).select("job", "status").collect() == [
         ("demand", "succeeded")]
     assert runs.count() == runs_before + 1
@@ -88,7 +90,8 @@ def test_quickstart_runs_a_job_then_reads_the_warehouse(spark, quick_pipeline, t
     shown = {r["table"]: (r["rows"], r["version"], r["last_run"]) for r in got["tables"]}
     assert set(shown) == set(list_tables(spark, conf))
     assert shown["gold.sku_daily_demand"] == (new.count(), demand_version + 1, demand["run_id"])
-    assert shown["gold.job_runs"][:2] == (runs_before + 1, tables.table_version(spark, conf, "gold.job_runs"))
+    # gold.job_runs is the log: the demand run appended its running row and its outcome
+    assert shown["gold.job_runs"][:2] == (log_before + 2, tables.table_version(spark, conf, "gold.job_runs"))
     assert got["order_lines"] == shown["silver.order_lines"][0] == \
         tables.read_table(spark, conf, "silver.order_lines").count() > 0
     # spark.sql by table name, in the notebook's own session, on the notebook's warehouse

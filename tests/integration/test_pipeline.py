@@ -14,6 +14,7 @@ import pytest
 from pyspark.sql import functions as F
 
 from shopsense.core import tables
+from shopsense.core.runs import read_runs
 from shopsense.pipeline import PIPELINE
 from shopsense.report.summary import list_tables
 from tests.helpers import REPO, make_conf, quick_cli_args, quick_conf
@@ -82,7 +83,7 @@ def test_quick_pipeline_runs_every_job(spark, quick_pipeline):
     conf, results = quick_pipeline
     assert list(results) == ["sample", *PIPELINE]
     assert set(list_tables(spark, conf)) >= set(GOLD + SILVER + ["gold.job_runs"])
-    runs = tables.read_table(spark, conf, "gold.job_runs")
+    runs = read_runs(spark, conf)
     assert {r["job"]: r["status"] for r in runs.collect()} == {j: "succeeded" for j in ["sample", *PIPELINE]}
     for name in GOLD:
         assert tables.read_table(spark, conf, name).count() > 0, f"{name} is empty"
@@ -103,7 +104,7 @@ def test_failed_job_stops_its_dependents_and_the_others_still_run(spark, quick_p
     assert "Traceback" not in proc.stderr and "\tat org.apache" not in proc.stderr
     assert "[shopsense] forecast: table gold.sku_daily_demand does not exist" in proc.stderr
     conf = make_conf(warehouse)
-    runs = {r["job"]: r for r in tables.read_table(spark, conf, "gold.job_runs").collect()}
+    runs = {r["job"]: r for r in read_runs(spark, conf).collect()}
     assert runs["forecast"]["status"] == "failed"
     assert "gold.sku_daily_demand" in runs["forecast"]["error"]
     assert runs["inventory"]["status"] == "skipped" and runs["inventory"]["error"] == "forecast failed"
@@ -144,8 +145,12 @@ def test_pipeline_killed_mid_job_then_rerun_leaves_every_table_correct(spark, qu
         _assert_same_table(spark, ref_conf, conf, name)
     assert tables.read_table(spark, conf, "bronze.sample_orders").count() == \
         tables.read_table(spark, ref_conf, "bronze.sample_orders").count()
-    runs = tables.read_table(spark, conf, "gold.job_runs").groupBy("job").agg(
-        F.count("*").alias("n"), F.count_if(F.col("status") == "succeeded").alias("ok")).collect()
-    # the killed runs left no record (nothing ran to record them); the last run recorded every job
+    runs = read_runs(spark, conf).groupBy("job").agg(
+        F.count("*").alias("n"), F.count_if(F.col("status") == "succeeded").alias("ok"),
+        F.collect_list(F.when(F.col("status") != "succeeded", F.col("status"))).alias("other")).collect()
+    # the last run recorded every job; each killed run was recorded as running when it started
+    # and marked abandoned by the next run's first job (its process was gone)
     assert {r["job"]: r["ok"] for r in runs}.get("inventory") == 1
     assert all(r["ok"] >= 1 for r in runs)
+    assert {r["job"]: r["other"] for r in runs if r["other"]} == {"ingest": ["abandoned"],
+                                                                   "forecast": ["abandoned"]}

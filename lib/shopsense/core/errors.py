@@ -16,3 +16,13 @@ def require_columns(df, columns: Iterable[str], what: str,
     missing = [c for c in columns if c not in present]
     if missing:
         raise error(f"{what} lacks columns {missing}; it has {present}")
+
+
+class WarehouseError(RuntimeError):
+    """The warehouse cannot take writes: its path is a file, or it is not writable. The message
+    names the path and the cause."""
+
+
+class ConcurrentWriteError(RuntimeError):
+    """Another run committed to a table this run was writing (a Delta conflict): nothing of this
+    run's write was committed. The message names the table and what to do."""

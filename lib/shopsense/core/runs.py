@@ -3,14 +3,28 @@
 A job's ``run`` opens a :class:`JobRun` and does everything with tables through it: reading
 (recording each input's Delta version), resolving the as-of date (one resolver for every job,
 recorded in the run record), stamping and writing outputs against the one table registry (rows
-written taken from the Delta commit), and on exit one row in gold.job_runs, on success and on
-failure.
+written taken from the Delta commit), and the run's record in gold.job_runs.
+
+**The run record.** gold.job_runs is a log: rows are appended, never updated (appends never
+conflict in Delta, so any number of concurrent runs can record themselves). A run appends a
+``running`` row when it starts, before it reads or writes anything, and a row with its outcome
+(``succeeded`` or ``failed``) and the same ``run_id`` when it ends. The state of a run is its
+latest row: :func:`read_runs` gives one row per run, and every reader of gold.job_runs uses it.
+
+**Killed runs.** A run killed without a chance to record its end (SIGKILL, a lost machine)
+stays ``running``. Each row carries the driver's ``host`` and ``pid``; at its start every run
+looks at the runs of its warehouse still ``running`` on the same host, and where that process
+is gone (or the pid now belongs to a process started after the run) it appends an ``abandoned``
+row for it, saying which run found it. Runs of other hosts (a cluster-mode driver) cannot be
+checked this way and stay ``running`` until a run on their host looks.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import os
+import socket
 import sys
 import time
 import uuid
@@ -19,6 +33,7 @@ from typing import Any
 from pyspark.sql import DataFrame, SparkSession
 
 from shopsense.core import columns as C
+from shopsense.core.errors import ConcurrentWriteError
 from shopsense.core import tables
 from shopsense.core.config import Conf
 
@@ -78,6 +93,10 @@ def _plain(parameters: Any) -> dict:
     return dict(parameters or {})
 
 
+# The states of a run in gold.job_runs (see the module docstring).
+RUNNING, SUCCEEDED, FAILED, SKIPPED, ABANDONED = "running", "succeeded", "failed", "skipped", "abandoned"
+
+
 class JobRun:
     """The job context: a context manager around one job run, and the only plumbing a job uses.
 
@@ -87,9 +106,13 @@ class JobRun:
         return run.summary()
 
     Collects the parameters (a typed conf section or a dict), the versions of the tables read,
-    the as-of date, row counts, metrics and notes, and on exit appends one row to gold.job_runs
-    with status ``succeeded`` or ``failed`` (and the error message); a failure is re-raised
-    after it is recorded. Prints one line when the job starts and one when it ends.
+    the as-of date, row counts, metrics and notes. On entry it checks that the warehouse can take
+    writes (:func:`shopsense.core.tables.check_warehouse`), marks the runs of dead processes
+    ``abandoned`` and appends this run's ``running`` row to gold.job_runs; on exit it appends
+    the outcome, ``succeeded`` or ``failed`` (and the error message); a failure is re-raised
+    after it is recorded (a Delta conflict as a
+    :class:`~shopsense.core.errors.ConcurrentWriteError` saying what to do). Prints one line
+    when the job starts and one when it ends.
     """
 
     def __init__(self, spark: SparkSession, conf: Conf, job: str, parameters: Any = None):
@@ -108,6 +131,8 @@ class JobRun:
         self.started_at = dt.datetime.now(dt.timezone.utc)
         self._t0 = time.monotonic()
         self.status: str | None = None
+        self.host = socket.gethostname()
+        self.pid = os.getpid()
 
     @property
     def computed_at(self) -> dt.datetime:
@@ -206,17 +231,33 @@ class JobRun:
         _log(f"{self.job}: {text}")
 
     def __enter__(self) -> "JobRun":
+        tables.check_warehouse(self.conf)
+        try:
+            found = mark_abandoned(self.spark, self.conf, self.run_id)
+        except Exception as exc:  # never stop a job for want of tidying the log
+            _log(f"{self.job}: could not check gold.job_runs for abandoned runs ({exc!r})"[:500])
+            found = []
+        if found:
+            self.note(f"marked {len(found)} earlier run(s) abandoned (their process is gone): "
+                      + ", ".join(found))
+        self.status = RUNNING
+        self._write(None, None)
         _log(f"{self.job}: started (run {self.run_id})")
         return self
 
     def __exit__(self, exc_type, exc, tb) -> bool:
         duration = time.monotonic() - self._t0
-        self.status = "failed" if exc is not None else "succeeded"
-        error = None if exc is None else f"{type(exc).__name__}: {exc}".splitlines()[0][:2000]
+        self.status = FAILED if exc is not None else SUCCEEDED
+        raised = exc
+        if isinstance(exc, Exception) and not isinstance(exc, ConcurrentWriteError):
+            conflict = tables.delta_conflict(exc)
+            if conflict is not None:  # a write outside the tables module: the table is unknown
+                raised = ConcurrentWriteError(tables.concurrent_write_message(None, conflict))
+        error = None if raised is None else f"{type(raised).__name__}: {raised}".splitlines()[0][:2000]
         try:
             self._write(duration, error)
         except Exception as write_exc:  # the job's own error matters more than the log's
-            _log(f"{self.job}: could not write gold.job_runs ({write_exc!r})")
+            _log(f"{self.job}: could not write gold.job_runs ({write_exc!r})"[:500])
             if exc is None:
                 raise
         parts = [f"{self.job}: {self.status} in {duration:.1f}s"]
@@ -229,16 +270,20 @@ class JobRun:
         if error:
             parts.append(f"error: {error}")
         _log(", ".join(parts))
+        if raised is not exc:
+            raise raised from exc
         return False
 
-    def _write(self, duration: float, error: str | None) -> None:
+    def _write(self, duration: float | None, error: str | None) -> None:
+        """Append this run's current state to gold.job_runs (``duration`` None: still running)."""
+        now = dt.datetime.now(dt.timezone.utc)
         row = {
             "run_id": self.run_id,
             "job": self.job,
             "status": self.status,
             "started_at": self.computed_at,
-            "ended_at": dt.datetime.now(dt.timezone.utc),
-            "duration_s": float(duration),
+            "ended_at": None if duration is None else now,
+            "duration_s": None if duration is None else float(duration),
             "parameters": json.dumps(self.parameters, sort_keys=True, default=str),
             "input_versions": self.input_versions,
             "rows_in": self.rows_in,
@@ -246,9 +291,11 @@ class JobRun:
             "metrics": self.metrics,
             "notes": self.notes,
             "error": error,
+            "host": self.host,
+            "pid": self.pid,
+            "recorded_at": now,
         }
-        df = self.spark.createDataFrame([row], schema=tables.JOB_RUNS)
-        tables.append(df, self.conf, "gold.job_runs")
+        _append_runs(self.spark, self.conf, [row])
 
     def summary(self) -> dict[str, Any]:
         return {"run_id": self.run_id, "job": self.job, "status": self.status,
@@ -259,6 +306,104 @@ class JobRun:
 def record_skipped(spark: SparkSession, conf: Conf, job: str, reason: str) -> None:
     """Record in gold.job_runs that ``job`` did not run (status ``skipped``) and why."""
     run = JobRun(spark, conf, job)
-    run.status = "skipped"
+    run.status = SKIPPED
     run._write(0.0, reason)
     _log(f"{job}: skipped ({reason})")
+
+
+# --- the run log ----------------------------------------------------------------------------------
+
+def _append_runs(spark: SparkSession, conf: Conf, rows: list[dict]) -> None:
+    """Append rows to gold.job_runs. Appends conflict only when another run creates the table or
+    evolves its schema at the same moment: then the append is tried again (up to three times)."""
+    df = spark.createDataFrame(rows, schema=tables.JOB_RUNS)
+    for attempt in range(3):
+        try:
+            tables.append(df, conf, "gold.job_runs")
+            return
+        except ConcurrentWriteError:
+            if attempt == 2:
+                raise
+            time.sleep(0.2 * (attempt + 1))
+
+
+def read_runs(spark: SparkSession, conf: Conf) -> DataFrame:
+    """gold.job_runs as one row per run, its latest state (an outcome row wins over the
+    ``running`` row; otherwise the last recorded), with every column of the current schema
+    (null where an older table lacks it). Raises TableNotFoundError when no run was recorded."""
+    from pyspark.sql import functions as F
+    from pyspark.sql.window import Window
+
+    log = tables.read_table(spark, conf, "gold.job_runs")
+    for field in tables.JOB_RUNS.fields:
+        if field.name not in log.columns:
+            log = log.withColumn(field.name, F.lit(None).cast(field.dataType))
+    latest = Window.partitionBy(C.RUN_ID).orderBy((F.col("status") == RUNNING).asc(),
+                                                 F.col("recorded_at").desc_nulls_last())
+    return (log.withColumn("_latest", F.row_number().over(latest)).filter("_latest = 1")
+            .select(tables.JOB_RUNS.names))
+
+
+def mark_abandoned(spark: SparkSession, conf: Conf, by_run: str) -> list[str]:
+    """Append an ``abandoned`` row for every run of this warehouse that is still ``running`` on
+    this host while its process is gone; returns their run ids. ``by_run`` is the run that
+    looked (named in the rows' ``error``)."""
+    from pyspark.sql import functions as F
+
+    if not tables.table_exists(spark, conf, "gold.job_runs"):
+        return []
+    host = socket.gethostname()
+    log = tables.read_table(spark, conf, "gold.job_runs")
+    if "host" not in log.columns:  # a table from before running rows: nothing can be running
+        return []
+    ended = log.filter(F.col("status") != RUNNING).select(C.RUN_ID)
+    running = (log.filter((F.col("status") == RUNNING) & (F.col("host") == host))
+               .join(ended, C.RUN_ID, "left_anti").collect())
+    now = dt.datetime.now(dt.timezone.utc)
+    gone = [r for r in running if r["pid"] is not None and not process_alive(int(r["pid"]), r["started_at"])]
+    rows = [{**r.asDict(), "status": ABANDONED, "recorded_at": now,
+             "error": (f"abandoned: its process ({r['pid']} on {host}) ended without recording an "
+                       f"outcome (killed?); found by run {by_run} at {now:%Y-%m-%d %H:%M:%S} UTC")}
+            for r in gone]
+    if rows:
+        _append_runs(spark, conf, rows)
+        for r in gone:
+            _log(f"{r['job']}: run {r[C.RUN_ID]} marked abandoned (its process {r['pid']} is gone)")
+    return [r[C.RUN_ID] for r in gone]
+
+
+def process_alive(pid: int, started_before: dt.datetime | None = None) -> bool:
+    """Whether process ``pid`` of this host runs (a zombie does not). With ``started_before``,
+    also whether it is the same process: a process that started after that time reuses the pid
+    (checked where the start time is known: Linux /proc)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: it exists
+        pass
+    except OSError:
+        return True
+    stat = _proc_stat(pid)
+    if stat is None:
+        return True
+    state, started = stat
+    if state in ("Z", "X"):
+        return False
+    # (a naive datetime is local time, as PySpark collects timestamps)
+    if started_before is not None and started is not None and started > started_before.timestamp() + 2.0:
+        return False
+    return True
+
+
+def _proc_stat(pid: int) -> tuple[str, float | None] | None:
+    """(state, start time in epoch seconds) of a Linux process, or None without /proc."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            text = f.read()
+        fields = text[text.rindex(")") + 2:].split()
+        with open("/proc/stat") as f:
+            boot = next(float(line.split()[1]) for line in f if line.startswith("btime"))
+        return fields[0], boot + int(fields[19]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None

@@ -84,9 +84,11 @@ def builder(conf: Conf):
 def build_session(conf: Conf):
     """Build (or reuse) the session for conf, apply the log level, and register the
     warehouse's existing tables by name in the catalog (``spark.sql("SELECT * FROM
-    silver.order_lines")``)."""
-    from shopsense.core.tables import register_all
+    silver.order_lines")``). The warehouse is checked first, before Spark starts: a path that
+    is a file or a folder this user cannot write raises WarehouseError naming both."""
+    from shopsense.core.tables import check_warehouse, register_all
 
+    check_warehouse(conf)
     spark = builder(conf).getOrCreate()
     spark.sparkContext.setLogLevel(conf.log_level)
     checkpoint_dir = conf.spark.checkpoint_dir or f"{resolve_path(conf.warehouse)}/_checkpoints"

@@ -10,12 +10,19 @@ atomic (one Delta commit per table).
 
 from __future__ import annotations
 
+import contextlib
+import os
+import re
+import uuid
+from typing import Iterator
+
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from shopsense.core import columns as C
 from shopsense.core.config import Conf, resolve_path
+from shopsense.core.errors import ConcurrentWriteError, WarehouseError
 
 RUN_COLUMNS = [T.StructField(C.RUN_ID, T.StringType(), False),
                T.StructField(C.COMPUTED_AT, T.TimestampType(), False)]
@@ -78,13 +85,19 @@ INVENTORY = T.StructType([
     *RUN_COLUMNS,
 ])
 
+# One row per state of a run, appended (never updated, so concurrent runs never conflict on
+# it): ``running`` when the run starts, then its outcome (``succeeded``, ``failed``) with the
+# same run_id, or ``abandoned`` when a later run finds the process gone. ``skipped`` runs have
+# one row. The run's state is its latest row: read it with shopsense.core.runs.read_runs.
+# ``host``, ``pid`` and ``recorded_at`` came with the running rows; older tables gain them on
+# the next append (null in the old rows).
 JOB_RUNS = T.StructType([
     T.StructField(C.RUN_ID, T.StringType(), False),
     T.StructField("job", T.StringType(), False),
     T.StructField("status", T.StringType(), False),
     T.StructField("started_at", T.TimestampType(), False),
-    T.StructField("ended_at", T.TimestampType(), False),
-    T.StructField("duration_s", T.DoubleType(), False),
+    T.StructField("ended_at", T.TimestampType(), True),      # null while running, or abandoned
+    T.StructField("duration_s", T.DoubleType(), True),       # null while running, or abandoned
     T.StructField("parameters", T.StringType(), False),
     T.StructField("input_versions", T.MapType(T.StringType(), T.LongType()), True),
     T.StructField("rows_in", T.LongType(), True),
@@ -92,6 +105,9 @@ JOB_RUNS = T.StructType([
     T.StructField("metrics", T.MapType(T.StringType(), T.DoubleType()), True),
     T.StructField("notes", T.ArrayType(T.StringType()), True),
     T.StructField("error", T.StringType(), True),
+    T.StructField("host", T.StringType(), True),             # the driver's host name
+    T.StructField("pid", T.LongType(), True),                # the driver's process id
+    T.StructField("recorded_at", T.TimestampType(), True),   # when this row was appended
 ])
 
 # Every table shopsense writes, and where its explicit schema is declared ("module:NAME", beside
@@ -150,6 +166,143 @@ def table_path(conf: Conf, name: str) -> str:
     return f"{resolve_path(conf.warehouse).rstrip('/')}/{layer}/{table}"
 
 
+def _is_local(path: str) -> bool:
+    return "://" not in path or path.startswith("file:")
+
+
+def check_warehouse(conf: Conf) -> str:
+    """Make sure the warehouse can take writes before anything is written: create its folder if
+    needed and create (and remove) a file in it; the layer folders and tables already there must
+    be writable folders too. Returns the warehouse path. Raises :class:`WarehouseError` with one
+    line naming the path and the cause. Only local paths are checked (a ``scheme://`` warehouse
+    is left to its file system)."""
+    root = resolve_path(conf.warehouse)
+    if not _is_local(root):
+        return root
+    local = root.removeprefix("file://").removeprefix("file:").rstrip("/") or "/"
+    blocker = next((p for p in [local, *_parents(local)] if os.path.lexists(p) and not os.path.isdir(p)), None)
+    if blocker == local:
+        raise WarehouseError(f"warehouse {local} is a file, not a folder: set warehouse to a folder "
+                             f"(or move the file away)")
+    if blocker is not None:
+        raise WarehouseError(f"warehouse {local} cannot be created: {blocker} is a file, not a folder")
+    try:
+        os.makedirs(local, exist_ok=True)
+        probe = os.path.join(local, f".shopsense-write-check-{uuid.uuid4().hex}")
+        with open(probe, "w"):
+            pass
+        os.remove(probe)
+    except OSError as exc:
+        raise WarehouseError(f"warehouse {local} is not writable: {exc.strerror or exc} "
+                             f"({exc.filename or local})") from None
+    for folder in _warehouse_folders(local):
+        if not os.path.isdir(folder):
+            raise WarehouseError(f"warehouse {local} is not usable: {folder} is a file, not a folder")
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise WarehouseError(f"warehouse {local} is not writable: {folder} is read-only for this user")
+    return root
+
+
+def _parents(path: str) -> list[str]:
+    out, current = [], os.path.dirname(path)
+    while current and current not in out:
+        out.append(current)
+        if current == os.path.dirname(current):
+            break
+        current = os.path.dirname(current)
+    return out
+
+
+def _warehouse_folders(root: str) -> list[str]:
+    """The layer folders, table folders and Delta logs already in the warehouse."""
+    folders = []
+    for layer in sorted({name.partition(".")[0] for name in REGISTRY}):
+        layer_dir = os.path.join(root, layer)
+        if not os.path.lexists(layer_dir):
+            continue
+        folders.append(layer_dir)
+        if not os.path.isdir(layer_dir):
+            continue
+        for entry in sorted(os.listdir(layer_dir)):
+            log = os.path.join(layer_dir, entry, "_delta_log")
+            if os.path.isdir(os.path.join(layer_dir, entry)) and os.path.lexists(log):
+                folders += [os.path.join(layer_dir, entry), log]
+    return folders
+
+
+# --- concurrent writers ------------------------------------------------------------------------
+
+# Delta's optimistic-concurrency conflicts: io.delta.exceptions.* (and their
+# org.apache.spark.sql.delta twins), all DeltaConcurrentModificationException, with their error
+# classes. (Not java.util.ConcurrentModificationException, their Java base: that one is a bug.)
+DELTA_CONFLICTS = ("ConcurrentAppendException", "ConcurrentDeleteReadException",
+                   "ConcurrentDeleteDeleteException", "ConcurrentTransactionException",
+                   "ConcurrentWriteException", "MetadataChangedException", "ProtocolChangedException")
+_CONFLICT_BASES = ("io.delta.exceptions.DeltaConcurrentModificationException",
+                   "org.apache.spark.sql.delta.DeltaConcurrentModificationException")
+_CONFLICT_TEXT = re.compile(
+    r"(?:^|[\s.:(\[])(" + "|".join(DELTA_CONFLICTS) + r"|DeltaConcurrentModificationException)\b"
+    r"|\[(DELTA_CONCURRENT_[A-Z_]+|DELTA_METADATA_CHANGED|DELTA_PROTOCOL_CHANGED)\]")
+
+
+def delta_conflict(exc: BaseException | None) -> str | None:
+    """The name of the Delta conflict ``exc`` is or was caused by (``ConcurrentAppendException``,
+    ``MetadataChangedException``, ...), or None. Recognises the Java exception behind a Py4J
+    error by its class, and otherwise the class or error-class name in the message's first lines
+    (Spark Connect, wrapped errors)."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        java = getattr(exc, "java_exception", None)
+        name = _java_conflict(java) if java is not None else None
+        if name:
+            return name
+        head = "\n".join(str(exc).strip().splitlines()[:3])
+        match = _CONFLICT_TEXT.search(head)
+        if match:
+            return match.group(1) or match.group(2)
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def _java_conflict(java) -> str | None:
+    from py4j.java_gateway import is_instance_of
+    from pyspark import SparkContext
+
+    gateway = SparkContext._gateway
+    depth = 0
+    try:
+        while java is not None and depth < 10 and gateway is not None:
+            if any(is_instance_of(gateway, java, base) for base in _CONFLICT_BASES):
+                return java.getClass().getSimpleName()
+            java, depth = java.getCause(), depth + 1
+    except Exception:  # a gone JVM: fall back to the message
+        return None
+    return None
+
+
+@contextlib.contextmanager
+def writing(conf: Conf, name: str) -> Iterator[None]:
+    """Around one Delta write of table ``name``: a Delta conflict (another run committed to the
+    table meanwhile) becomes a :class:`ConcurrentWriteError` saying so and what to do. The
+    failed write committed nothing (Delta commits are atomic), so the table keeps the version
+    the other run made."""
+    try:
+        yield
+    except Exception as exc:
+        conflict = delta_conflict(exc)
+        if conflict is None:
+            raise
+        raise ConcurrentWriteError(concurrent_write_message(name, conflict)) from exc
+
+
+def concurrent_write_message(name: str | None, conflict: str) -> str:
+    what = f"table {name}" if name else "a table this job writes"
+    return (f"another run is writing {what} at the same time (Delta {conflict}): this run's "
+            f"write was not committed and the table's previous version is intact; wait for the "
+            f"other run to finish, then re-run this job")
+
+
 def table_exists(spark: SparkSession, conf: Conf, name: str) -> bool:
     from delta.tables import DeltaTable
 
@@ -189,7 +342,8 @@ def restore(spark: SparkSession, conf: Conf, name: str, version: int) -> None:
     """Put table ``name`` back to ``version`` (a Delta RESTORE: a new commit, history kept)."""
     from delta.tables import DeltaTable
 
-    DeltaTable.forPath(spark, table_path(conf, name)).restoreToVersion(version)
+    with writing(conf, name):
+        DeltaTable.forPath(spark, table_path(conf, name)).restoreToVersion(version)
 
 
 def conform(df: DataFrame, schema: T.StructType) -> DataFrame:
@@ -223,17 +377,35 @@ def overwrite(df: DataFrame, conf: Conf, name: str) -> int | None:
     """Replace a table's whole content in one Delta commit (model outputs, derived tables);
     returns the rows written."""
     spark = df.sparkSession
-    (_conformed(df, name).write.format("delta").mode("overwrite").option("overwriteSchema", "true")
-     .save(table_path(conf, name)))
+    with writing(conf, name):
+        (_conformed(df, name).write.format("delta").mode("overwrite").option("overwriteSchema", "true")
+         .save(table_path(conf, name)))
     register(spark, conf, name)
     return last_commit_rows(spark, conf, name)
 
 
 def append(df: DataFrame, conf: Conf, name: str) -> None:
-    """Append rows (only for logs such as gold.job_runs)."""
+    """Append rows (only for logs such as gold.job_runs). Columns the registered schema gained
+    since the table was written are added to it (Delta schema evolution: old rows read null)."""
     spark = df.sparkSession
-    _conformed(df, name).write.format("delta").mode("append").save(table_path(conf, name))
+    with writing(conf, name):
+        (_conformed(df, name).write.format("delta").mode("append").option("mergeSchema", "true")
+         .save(table_path(conf, name)))
     register(spark, conf, name)
+
+
+def _merge_or_create(spark: SparkSession, out: DataFrame, conf: Conf, name: str, merge) -> int | None:
+    """Create table ``name`` from ``out`` on first use, else run ``merge(delta_table, out)``
+    (one Delta MERGE); returns the rows the commit inserted or wrote."""
+    from delta.tables import DeltaTable
+
+    with writing(conf, name):
+        if not table_exists(spark, conf, name):
+            out.write.format("delta").mode("overwrite").save(table_path(conf, name))
+        else:
+            merge(DeltaTable.forPath(spark, table_path(conf, name)).alias("t"), out.alias("s"))
+    register(spark, conf, name)
+    return last_commit_rows(spark, conf, name)
 
 
 def insert_new(spark: SparkSession, df: DataFrame, conf: Conf, name: str, key: str,
@@ -242,38 +414,24 @@ def insert_new(spark: SparkSession, df: DataFrame, conf: Conf, name: str, key: s
     table on first use; returns the rows inserted. Re-running with the same rows changes nothing.
     ``replace``, a condition on the table's rows (``t.``-prefixed columns), deletes in the same
     commit the rows matching it that ``df`` no longer has (a changed file's old rows)."""
-    from delta.tables import DeltaTable
-
-    out = _conformed(df, name)
-    if not table_exists(spark, conf, name):
-        out.write.format("delta").mode("overwrite").save(table_path(conf, name))
-    else:
-        merge = (DeltaTable.forPath(spark, table_path(conf, name)).alias("t")
-                 .merge(out.alias("s"), f"t.`{key}` = s.`{key}`")
-                 .whenNotMatchedInsertAll())
+    def merge(target, source):
+        builder = target.merge(source, f"t.`{key}` = s.`{key}`").whenNotMatchedInsertAll()
         if replace:
-            merge = merge.whenNotMatchedBySourceDelete(condition=replace)
-        merge.execute()
-    register(spark, conf, name)
-    return last_commit_rows(spark, conf, name)
+            builder = builder.whenNotMatchedBySourceDelete(condition=replace)
+        builder.execute()
+    return _merge_or_create(spark, _conformed(df, name), conf, name, merge)
 
 
 def upsert(spark: SparkSession, df: DataFrame, conf: Conf, name: str, keys: list[str],
            keep_when_null: list[str] = ()) -> None:
     """Update the rows matching ``keys`` and insert the others (one Delta MERGE), creating the
     table on first use; columns in ``keep_when_null`` keep their value where the new one is null."""
-    from delta.tables import DeltaTable
-
     out = _conformed(df, name)
-    if not table_exists(spark, conf, name):
-        out.write.format("delta").mode("overwrite").save(table_path(conf, name))
-    else:
-        on = " AND ".join(f"t.`{k}` = s.`{k}`" for k in keys)
-        values = {f"`{c}`": (f"coalesce(s.`{c}`, t.`{c}`)" if c in keep_when_null else f"s.`{c}`")
-                  for c in out.columns}
-        (DeltaTable.forPath(spark, table_path(conf, name)).alias("t")
-         .merge(out.alias("s"), on).whenMatchedUpdate(set=values).whenNotMatchedInsertAll().execute())
-    register(spark, conf, name)
+    on = " AND ".join(f"t.`{k}` = s.`{k}`" for k in keys)
+    values = {f"`{c}`": (f"coalesce(s.`{c}`, t.`{c}`)" if c in keep_when_null else f"s.`{c}`")
+              for c in out.columns}
+    _merge_or_create(spark, out, conf, name, lambda target, source: target.merge(source, on)
+                     .whenMatchedUpdate(set=values).whenNotMatchedInsertAll().execute())
 
 
 def replace_where(df: DataFrame, conf: Conf, name: str, condition: str) -> None:
@@ -283,7 +441,8 @@ def replace_where(df: DataFrame, conf: Conf, name: str, condition: str) -> None:
     writer = df.write.format("delta").mode("overwrite")
     if table_exists(spark, conf, name):
         writer = writer.option("replaceWhere", condition).option("mergeSchema", "true")
-    writer.save(table_path(conf, name))
+    with writing(conf, name):
+        writer.save(table_path(conf, name))
     register(spark, conf, name)
 
 

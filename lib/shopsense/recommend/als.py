@@ -40,6 +40,7 @@ from shopsense.core import tables
 from shopsense.core.config import Conf
 from shopsense.recommend.metrics import METRICS, ranking_metrics
 from shopsense.core.errors import require_columns
+from shopsense.core.ordered import with_position
 from shopsense.core.runs import JobRun
 from shopsense.core.settings import AlsSection, RecommendSection
 
@@ -136,10 +137,11 @@ def interactions(lines: DataFrame, as_of: dt.date | None = None, half_life_days:
 
 def index_column(df: DataFrame, column: str, index: str) -> DataFrame:
     """Distinct values of ``column`` with a dense 0-based int ``index`` in alphabetical order:
-    deterministic, a DataFrame (never collected). The ranking sorts the distinct ids in one
-    partition: fine for millions of ids, the customers' and SKUs' order of magnitude."""
-    return (df.select(column).distinct()
-            .withColumn(index, (F.dense_rank().over(Window.orderBy(column)) - 1).cast("int")))
+    deterministic, a DataFrame (never collected). The values are distinct, so the index is
+    their 0-based position in order (:func:`shopsense.core.ordered.with_position`: no sort of
+    every id in one task)."""
+    return (with_position(df.select(column).distinct(), [F.col(column).asc()], index)
+            .select(column, (F.col(index) - 1).cast("int").alias(index)))
 
 
 # --- models ---------------------------------------------------------------------------------------
@@ -386,8 +388,8 @@ def fallback_recommendations(customers: DataFrame, inter: DataFrame, top_n: int,
                   .groupBy(C.CUSTOMER_ID).count().agg(F.max("count")).first()[0] or 0)
     depth = top_n + (int(max_bought) if exclude_purchased else 0)
     n_all = inter.select(C.CUSTOMER_ID).distinct().count()
-    overall = (pool.groupBy(C.SKU).agg(F.countDistinct(C.CUSTOMER_ID).alias("buyers"))
-               .withColumn("pos", F.row_number().over(Window.orderBy(F.desc("buyers"), C.SKU)))
+    overall = (with_position(pool.groupBy(C.SKU).agg(F.countDistinct(C.CUSTOMER_ID).alias("buyers")),
+                             [F.desc("buyers"), F.asc(C.SKU)], "pos")
                .filter(F.col("pos") <= depth)
                .select(C.SKU, (F.col("buyers") / F.lit(max(1, n_all))).alias(SCORE),
                        F.lit(1).alias("tier"), "pos", F.lit(SOURCE_POPULAR).alias("source")))

@@ -26,6 +26,7 @@ from pyspark.sql.window import Window
 from shopsense.report import svg
 from shopsense.core import tables
 from shopsense.core.config import Conf, resolve_path
+from shopsense.core.runs import read_runs
 
 #: The table each section reads and the job that writes it.
 SECTIONS = (
@@ -81,13 +82,15 @@ class Report:
     # --- sections --------------------------------------------------------------------------
 
     def runs(self) -> str:
-        runs = self.read("gold.job_runs")
+        runs = read_runs(self.spark, self.conf)   # one row per run, its latest state
         latest = (runs.withColumn("_n", F.row_number().over(
                       Window.partitionBy("job").orderBy(F.desc("started_at"))))
                   .filter("_n = 1").orderBy("started_at").collect())
-        rows = [[r["job"], r["status"], f"{r['started_at']:%Y-%m-%d %H:%M}", f"{r['duration_s']:.0f}s",
+        rows = [[r["job"], r["status"], f"{r['started_at']:%Y-%m-%d %H:%M}",
+                 "-" if r["duration_s"] is None else f"{r['duration_s']:.0f}s",   # running, abandoned
                  r["rows_in"], r["rows_out"], (r["error"] or "")[:120]] for r in latest]
-        failed = [r["job"] for r in latest if r["status"] != "succeeded"]
+        failed = [r["job"] if r["status"] == "failed" else f"{r['job']} ({r['status']})"
+                  for r in latest if r["status"] != "succeeded"]
         lead = (f'<p class="warn">Last run failed: {escape(", ".join(failed))}.</p>' if failed
                 else "<p>Every job's last run succeeded.</p>")
         return lead + _table(["job", "status", "started (UTC)", "took", "rows in", "rows out", "error"],

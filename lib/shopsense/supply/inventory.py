@@ -35,13 +35,14 @@ import datetime as dt
 import functools
 import math
 
-from pyspark.sql import Column, DataFrame, SparkSession, Window
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from shopsense.core import columns as C
 from shopsense.core import tables
 from shopsense.core.config import Conf
+from shopsense.core.ordered import with_sum_before
 from shopsense.supply.demand import AVG_PRICE, SALE_UNITS, UNITS
 from shopsense.supply.replay import (LOSS_K_MAX, LOSS_K_MIN, SIMULATION_SCHEMA, SimParams,
                                      normal_loss, inverse_normal_loss, simulate_one_sku,
@@ -251,17 +252,17 @@ def with_abc_class(df: DataFrame, a_share: float, b_share: float,
                    revenue_col: str = C.REVENUE) -> DataFrame:
     """Add ``revenue_share`` and ``abc_class``: in descending revenue order (ties by SKU), A
     while the revenue share before the SKU is below ``a_share``, B below ``b_share``, else C;
-    zero or negative revenue is always C. The cumulative sum runs over one window partition:
-    one row per SKU, small."""
+    zero or negative revenue is always C. The running sum is computed in parallel
+    (:func:`shopsense.core.ordered.with_sum_before`), not in one task."""
     rev = F.greatest(F.coalesce(F.col(revenue_col), F.lit(0.0)), F.lit(0.0))
-    one = Window.partitionBy(F.lit(0))     # explicit: one partition, one row per SKU
-    order = one.orderBy(rev.desc(), F.col(C.SKU)).rowsBetween(Window.unboundedPreceding, -1)
-    total = F.sum(rev).over(one)
-    before = F.coalesce(F.sum(rev).over(order), F.lit(0.0)) / total
+    summed = with_sum_before(df.withColumn("_rev", rev), F.col("_rev"),
+                             [F.col("_rev").desc(), F.col(C.SKU).asc()], "_before", total="_total")
+    rev, total = F.col("_rev"), F.col("_total")
+    before = F.col("_before") / total
     cls = (F.when((rev <= 0) | total.isNull() | (total <= 0), F.lit("C"))
            .when(before < a_share, F.lit("A")).when(before < b_share, F.lit("B")).otherwise(F.lit("C")))
-    return (df.withColumn(REVENUE_SHARE, F.when(total > 0, rev / total))
-            .withColumn(ABC, cls))
+    return (summed.withColumn(REVENUE_SHARE, F.when(total > 0, rev / total))
+            .withColumn(ABC, cls).drop("_rev", "_before", "_total"))
 
 
 def demand_cv(demand: DataFrame, as_of: dt.date, window_days: int, period_days: int) -> DataFrame:

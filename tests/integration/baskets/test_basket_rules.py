@@ -14,6 +14,7 @@ from pyspark.testing import assertDataFrameEqual
 from shopsense.baskets import rules as br
 from shopsense.core import columns as C
 from shopsense.core import tables
+from shopsense.core.runs import read_runs
 from shopsense.core.config import ConfigError
 from shopsense.ingest import sample
 from tests.helpers import silver_from_sample
@@ -215,7 +216,7 @@ def test_conviction_is_null_at_confidence_one_and_fbt_ranks_by_lift_run_twice(sp
     assert [r[0] for r in rules.select("run_id").distinct().collect()] == [second["run_id"]]
     assertDataFrameEqual(rules.drop("run_id", "computed_at"),
                          spark.createDataFrame(rules1, schema=rules.drop("run_id", "computed_at").schema))
-    runs = tables.read_table(spark, conf, "gold.job_runs").filter("job = 'basket_rules'")
+    runs = read_runs(spark, conf).filter("job = 'basket_rules'")
     assert runs.filter("status = 'succeeded'").count() == 2
     e_to_a = rules.filter(F.col("antecedent") == F.array(F.lit("E"))).first()
     assert e_to_a["consequent"] == ["A"] and e_to_a["confidence"] == 1.0 and e_to_a["conviction"] is None
@@ -268,7 +269,7 @@ def test_invalid_level_is_a_config_error(conf_factory):
 def test_missing_input_names_the_table(spark, conf):
     with pytest.raises(tables.TableNotFoundError, match="silver.order_lines"):
         br.run(spark, conf)
-    runs = tables.read_table(spark, conf, "gold.job_runs")
+    runs = read_runs(spark, conf)
     assert runs.filter("job = 'basket_rules' and status = 'failed'").count() == 1
 
 

@@ -14,7 +14,7 @@ import pytest
 
 from shopsense.core import columns as C
 from shopsense.core import tables
-from shopsense.core.runs import JobRun
+from shopsense.core.runs import JobRun, read_runs
 
 D = dt.date
 
@@ -39,7 +39,7 @@ def test_as_of_is_the_last_order_date_unless_conf_sets_it_and_is_recorded(spark,
     with JobRun(spark, set_conf, "probe") as run:
         assert run.as_of() == D(2024, 3, 5)
     assert run.notes == []
-    recorded = (tables.read_table(spark, set_conf, "gold.job_runs").filter("job = 'probe'")
+    recorded = (read_runs(spark, set_conf).filter("job = 'probe'")
                 .orderBy("started_at").collect())
     assert [json.loads(r["parameters"])["as_of"] for r in recorded] == ["2024-03-09", "2024-03-05"]
 

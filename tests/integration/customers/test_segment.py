@@ -12,6 +12,7 @@ from shopsense.core import columns as C
 from shopsense.customers import features
 from shopsense.customers import segments as segment
 from shopsense.core import tables
+from shopsense.core.runs import read_runs
 from shopsense.ingest.sample import GROUPS, SampleSpec, order_lines, truth_tables
 from tests.helpers import make_conf, silver_from_sample
 
@@ -86,7 +87,7 @@ def test_each_planted_group_gets_its_rfm_name(spark, planted_runs, seed):
 
 def test_run_record_has_k_and_silhouette(spark, planted):
     conf, _, summary = planted
-    record = (tables.read_table(spark, conf, "gold.job_runs")
+    record = (read_runs(spark, conf)
               .filter(F.col(C.RUN_ID) == summary["run_id"]).first())
     assert record["status"] == "succeeded"
     assert record["metrics"]["k"] == summary["metrics"]["k"]
@@ -151,7 +152,7 @@ def test_too_few_customers_is_an_error(spark, conf_factory):
     features.run(spark, conf)
     with pytest.raises(segment.SegmentError, match="only 0 customers with orders"):
         segment.run(spark, conf)
-    record = tables.read_table(spark, conf, "gold.job_runs").filter("job = 'segment'").first()
+    record = read_runs(spark, conf).filter("job = 'segment'").first()
     assert record["status"] == "failed"
 
 

@@ -9,6 +9,7 @@ from pyspark.testing import assertDataFrameEqual
 
 from shopsense.ingest import batch as ingest
 from shopsense.core import tables
+from shopsense.core.runs import read_runs
 from shopsense.core.config import ConfigError
 
 HEADER = "InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country"
@@ -67,7 +68,7 @@ def shop(tmp_path, conf_factory):
 
 
 def run_record(spark, conf):
-    return (tables.read_table(spark, conf, "gold.job_runs").orderBy(F.desc("started_at")).first())
+    return (read_runs(spark, conf).orderBy(F.desc("started_at")).first())
 
 
 def test_every_row_is_accounted_for(spark, shop):

@@ -5,6 +5,7 @@ from pyspark.sql import functions as F
 from shopsense.ingest import batch as ingest
 from shopsense.ingest import sample
 from shopsense.core import tables
+from shopsense.core.runs import read_runs
 
 
 def test_sample_job_then_ingest(spark, conf_factory, tmp_path):
@@ -29,5 +30,5 @@ def test_sample_job_then_ingest(spark, conf_factory, tmp_path):
     assert products.filter(F.col("lead_time_days").isNull() | F.col("unit_cost").isNull()).count() == 0
     inventory = tables.read_table(spark, conf, "silver.inventory")
     assert inventory.count() == 40 and inventory.filter("on_hand = 0").count() >= 1
-    runs = tables.read_table(spark, conf, "gold.job_runs").select("job", "status").collect()
+    runs = read_runs(spark, conf).select("job", "status").collect()
     assert sorted((r.job, r.status) for r in runs) == [("ingest", "succeeded"), ("sample", "succeeded")]

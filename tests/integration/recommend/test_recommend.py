@@ -72,6 +72,17 @@ def test_index_column_is_dense_and_alphabetical(spark):
     assertDataFrameEqual(got, spark.createDataFrame([("a", 0), ("b", 1), ("c", 2)], "sku string, item int"))
 
 
+def test_index_column_equals_a_sort_of_every_id_across_partitions(spark):
+    """The index is each id's position in Python's sort of all of them (nulls first, as Spark
+    sorts), however the ids are partitioned."""
+    ids = [f"c{(i * 7919) % 1000:04d}" for i in range(1000)] + [None, "c0001"]
+    df = spark.createDataFrame([(v,) for v in ids], "customer_id string").repartition(7)
+    got = R.index_column(df, "customer_id", "user")
+    expected = [None] + sorted({v for v in ids if v is not None})
+    assert got.schema["user"].dataType.typeName() == "integer"
+    assert sorted(map(tuple, got.collect()), key=lambda r: r[1]) == [(v, i) for i, v in enumerate(expected)]
+
+
 def _factors(spark, rows):
     return spark.createDataFrame(rows, "id int, features array<float>")
 

@@ -18,6 +18,7 @@ from shopsense.core.config import ConfigError
 from shopsense.supply import demand
 from shopsense.supply import forecast
 from shopsense.core import tables
+from shopsense.core.runs import read_runs
 from shopsense.ingest import sample
 from shopsense.supply.forecast_metrics import overall_accuracy
 from tests.helpers import make_conf, silver_from_sample
@@ -161,7 +162,7 @@ def test_every_active_odd_sku_gets_horizon_rows_with_a_status(spark, conf_factor
 def test_forecast_without_demand_table_fails_naming_it(spark, conf):
     with pytest.raises(tables.TableNotFoundError, match="gold.sku_daily_demand does not exist"):
         forecast.run(spark, conf)
-    runs = tables.read_table(spark, conf, "gold.job_runs").select("job", "status").collect()
+    runs = read_runs(spark, conf).select("job", "status").collect()
     assert [tuple(r) for r in runs] == [("forecast", "failed")]
 
 
