@@ -66,7 +66,8 @@ def last_complete_day(lines: DataFrame, min_share: float) -> tuple[dt.date, str]
                          f"{days[last]:,} lines against a median of {median:,.0f} in the 28 days "
                          f"before it (less than as_of_min_day_share {min_share}), so it is taken "
                          f"as cut off")
-    return last, f"the last order date in silver.order_lines ({days[last]:,} lines)"
+    n = days[last]
+    return last, f"the last order date in silver.order_lines ({n:,} line{'' if n == 1 else 's'})"
 
 
 def new_run_id(job: str) -> str:

@@ -455,11 +455,16 @@ def register(spark: SparkSession, conf: Conf, name: str) -> None:
     layer, _, table = name.partition(".")
     location = table_path(conf, name)
     spark.sql(f"CREATE DATABASE IF NOT EXISTS `{layer}`")
-    if spark.catalog.tableExists(f"`{layer}`.`{table}`"):
-        current = spark.sql(f"DESCRIBE DETAIL `{layer}`.`{table}`").select("location").first()
-        if current and current["location"].rstrip("/").removeprefix("file:") == location.rstrip("/").removeprefix("file:"):
+    # The session catalog's own record of the table (Spark's catalog API would open the Delta
+    # table at its location, and fail when a deleted warehouse took it away).
+    jvm = spark.sparkContext._jvm
+    catalog = spark._jsparkSession.sessionState().catalog()
+    ident = jvm.org.apache.spark.sql.catalyst.TableIdentifier(table, jvm.scala.Option.apply(layer))
+    if catalog.tableExists(ident):
+        current = catalog.getTableMetadata(ident).location().toString()
+        if current.rstrip("/").removeprefix("file:") == location.rstrip("/").removeprefix("file:"):
             return
-        spark.sql(f"DROP TABLE `{layer}`.`{table}`")
+        catalog.dropTable(ident, True, False)   # external: the files are not touched
     spark.sql(f"CREATE TABLE `{layer}`.`{table}` USING delta LOCATION {sql_string(location)}")
 
 

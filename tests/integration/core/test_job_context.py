@@ -34,7 +34,7 @@ def test_as_of_is_the_last_order_date_unless_conf_sets_it_and_is_recorded(spark,
     with JobRun(spark, conf, "probe") as run:
         assert run.as_of() == D(2024, 3, 9)
     assert run.parameters["as_of"] == "2024-03-09"
-    assert any("last order date in silver.order_lines, 2024-03-09" in n for n in run.notes)
+    assert any("using 2024-03-09, the last order date in silver.order_lines" in n for n in run.notes)
     set_conf = conf_factory("as_of=2024-03-05")
     with JobRun(spark, set_conf, "probe") as run:
         assert run.as_of() == D(2024, 3, 5)
