@@ -58,7 +58,7 @@ def last_complete_day(lines: DataFrame, min_share: float) -> tuple[dt.date, str]
         .groupBy(C.ORDER_DATE).count().collect())}
     before = sorted(n for d, n in days.items() if d < last)
     if not before:
-        return last, f"the last order date in silver.order_lines"
+        return last, "the last order date in silver.order_lines"
     median = before[len(before) // 2] if len(before) % 2 else (before[len(before) // 2 - 1] + before[len(before) // 2]) / 2
     if days[last] < min_share * median:
         earlier = max(d for d in days if d < last)

@@ -34,7 +34,7 @@ from shopsense.ingest.read import (IngestError, InputFile, column_mapping, field
                                    list_input_files, read_files, source_column)
 from shopsense.ingest.rules import (CORRUPT_RECORD, REPLACEMENT_CHARACTER, content_key,
                                     declared_key, line_type, normalise_customer_id,
-                                    rejection_reason, text, to_double, to_number, to_timestamp)
+                                    rejection_reason, text, to_number, to_timestamp)
 
 __all__ = ["IngestError", "run", "quarantine_summary"]
 
