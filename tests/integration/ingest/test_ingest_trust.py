@@ -18,6 +18,7 @@ import pytest
 from pyspark.sql import functions as F
 
 from shopsense.core import tables
+from shopsense.core.runs import read_runs
 from shopsense.ingest import batch as ingest
 from tests.helpers import ONLINE_RETAIL
 
@@ -45,7 +46,9 @@ def metrics(summary):
 
 
 def last_run(spark, conf):
-    return tables.read_table(spark, conf, "gold.job_runs").orderBy(F.desc("started_at")).first()
+    """The latest run's final record (gold.job_runs also holds each run's ``running`` row, with
+    the same started_at: read_runs keeps one row per run)."""
+    return read_runs(spark, conf).orderBy(F.desc("started_at")).first()
 
 
 @pytest.fixture(scope="module")
