@@ -28,7 +28,8 @@ with tempfile.TemporaryDirectory() as tmp:
 PY
 fi
 # Two test processes, each with its own Spark session, a test file each at a time (--dist
-# loadfile: a file's module fixtures are built once): small Spark jobs wait on scheduling more
-# than they use the two cores, so two at once finish the suite sooner. SHOPSENSE_TEST_WORKERS=0
-# runs it in this one process.
-exec .venv/bin/python -m pytest -n "$workers" --dist loadfile "$@"
+# loadfile: a file's module fixtures are built once; tests/conftest.py orders the files and
+# keeps the quick pipeline's readers together): small Spark jobs wait on scheduling more than
+# they use the two cores, so two at once finish the suite sooner. SHOPSENSE_TEST_WORKERS=0 runs
+# it in this one process.
+exec .venv/bin/python -m pytest -n "$workers" --dist loadfile --no-loadscope-reorder "$@"

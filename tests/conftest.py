@@ -16,6 +16,44 @@ import pytest
 
 from tests.helpers import ONLINE_RETAIL, make_conf, online_retail_overrides, quick_conf
 
+# --- Two test processes (scripts/test.sh: pytest-xdist, -n 2) ----------------------------------
+# Each process has its own Spark session and its own session fixtures. The files that read the
+# quick pipeline's warehouse go to one process together, so the pipeline runs once; the longest
+# units start first (longest first is what keeps two queues even), the rest in collection order.
+
+#: Test files that use the ``quick_pipeline`` fixture: one scheduling unit.
+QUICK_PIPELINE_FILES = ("tests/integration/test_pipeline.py", "tests/integration/test_notebooks.py",
+                        "tests/integration/report/test_report.py",
+                        "tests/integration/ingest/test_ingest_trust.py")
+#: The longest units, longest first (minutes on this 2-core machine, two processes: the cluster
+#: test about 12, the quick-pipeline files about 15 together, the as-of test about 7).
+FIRST = ("tests/cluster/test_cluster.py", *QUICK_PIPELINE_FILES, "tests/integration/test_as_of.py")
+
+
+def _file_of(nodeid: str) -> str:
+    return nodeid.split("::", 1)[0]
+
+
+def pytest_collection_modifyitems(items):
+    rank = {path: i for i, path in enumerate(FIRST)}
+    items.sort(key=lambda item: rank.get(_file_of(item.nodeid), len(FIRST)))   # stable
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """Files as units (``--dist loadfile``: a module's fixtures are built once), the
+    quick-pipeline files as one unit, in collection order (scripts/test.sh passes
+    ``--no-loadscope-reorder``: xdist would otherwise start the units with the most tests)."""
+    from xdist.scheduler import LoadFileScheduling
+
+    class Scheduling(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = _file_of(nodeid)
+            return "quick-pipeline" if path in QUICK_PIPELINE_FILES else path
+
+    return Scheduling(config, log)
+
+
 
 @pytest.fixture(scope="session")
 def spark(tmp_path_factory):

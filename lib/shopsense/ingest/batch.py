@@ -30,9 +30,9 @@ from shopsense.core.settings import FileSpec, SourceSpec
 from shopsense.ingest import files as ingested
 from shopsense.ingest.keys import pseudonym_key, pseudonymise, warehouse_key_path
 from shopsense.ingest.products import build_products
-from shopsense.ingest.read import (IngestError, InputFile, column_mapping, field_type,
+from shopsense.ingest.read import (IngestError, InputFile, check_headers, column_mapping, field_type,
                                    list_input_files, read_files, source_column)
-from shopsense.ingest.rules import (CORRUPT_RECORD, REPLACEMENT_CHARACTER, content_key,
+from shopsense.ingest.rules import (CONTROL_CHARACTERS_SQL, CORRUPT_RECORD, REPLACEMENT_CHARACTER, content_key,
                                     declared_key, line_type, normalise_customer_id,
                                     rejection_reason, text, to_number, to_timestamp)
 
@@ -78,8 +78,9 @@ def with_canonical(df: DataFrame, mapping: dict[str, str | None], spec: FileSpec
     customer = pseudonymise(normalise_customer_id(src(C.CUSTOMER_ID)), key)
     texts = {canon: text(src(canon)) for canon in C.MAPPABLE_ORDER_COLUMNS}
     malformed = F.col(CORRUPT_RECORD).isNotNull()
-    undecodable = reduce(lambda a, b: a | b, [F.coalesce(t.contains(REPLACEMENT_CHARACTER), F.lit(False))
-                                              for t in texts.values()])
+    undecodable = reduce(lambda a, b: a | b, [
+        F.coalesce(t.contains(REPLACEMENT_CHARACTER) | t.rlike(CONTROL_CHARACTERS_SQL), F.lit(False))
+        for t in texts.values()])
     out = (df.withColumn("_order_id", order_id).withColumn("_is_cancel", is_cancel)
            .withColumn("_qty", qty).withColumn("_price", price).withColumn("_ts", ts)
            .withColumn("_customer", customer))
@@ -264,7 +265,12 @@ def stage(run: JobRun, source_name: str, source: SourceSpec, read: list[InputFil
     if not read:
         return Staged(None, None, {}, catalogue, inventory)
     what = f"source {source_name!r} orders"
-    raw = read_files(spark, source.orders, what, read)
+    headers: dict[tuple[str, ...], list[str]] = {}
+    raw = read_files(spark, source.orders, what, read, headers)
+    named = lambda canon: source.orders.columns.get(canon, canon)  # noqa: E731
+    label = lambda canon: named(canon) if named(canon) == canon else f"{named(canon)} (for {canon})"  # noqa: E731
+    check_headers(headers, {label(c): (named(c), named(C.REVENUE)) if c == C.UNIT_PRICE else (named(c),)
+                            for c in C.REQUIRED_ORDER_COLUMNS}, what)   # a unit price or a line total
     mapping = column_mapping(raw, source.orders, C.REQUIRED_ORDER_COLUMNS, C.OPTIONAL_ORDER_COLUMNS + (C.REVENUE,),
                              what, alternatives={C.UNIT_PRICE: C.REVENUE})
     missing_keys = [c for c in source.orders.key_columns if field_type(raw, c) is None]

@@ -16,7 +16,7 @@ from pyspark.sql import types as T
 from shopsense.core import columns as C
 from shopsense.core.config import resolve_path
 from shopsense.core.settings import FileSpec
-from shopsense.ingest.rules import CORRUPT_RECORD
+from shopsense.ingest.rules import CONTROL_CHARACTERS, CORRUPT_RECORD
 
 DEFAULT_ENCODING = "UTF-8"
 
@@ -112,35 +112,93 @@ def _csv_options(spark: SparkSession, spec: FileSpec) -> dict[str, str]:
     return options
 
 
-def _read_csv(spark: SparkSession, spec: FileSpec, files: list[InputFile]) -> DataFrame:
+#: Delimiters a header split on another one may reveal: ``a;b;c`` read with ``,`` is one column.
+_OTHER_DELIMITERS = (";", "\t", "|")
+
+
+def header_not_text(header: str, encoding: str) -> str | None:
+    """Why a CSV file's first line, decoded in ``encoding``, is not a header (None when it may
+    be one): a UTF-16/32 file read as a one-byte encoding shows its byte-order mark and NUL
+    bytes between the letters; a ZIP (an .xlsx workbook), gzip or Parquet file renamed .csv
+    shows its magic bytes or control characters."""
+    if header.startswith(("\ufffd\ufffd", "\xff\xfe", "\xfe\xff")) or \
+            (len(header) > 4 and header.count("\x00") >= len(header) // 3):
+        return (f"is not {encoding} text: it looks like UTF-16 or UTF-32 (a byte-order mark or NUL "
+                f"bytes between the letters); set encoding: utf-16 (or utf-32) on this file spec")
+    for magic, kind in (("PK\x03\x04", "a ZIP archive (an .xlsx workbook?)"), ("PAR1", "a Parquet file"),
+                        ("\x1f\ufffd", "a gzip file without a .gz name"), ("\x1f\x8b", "a gzip file without a .gz name")):
+        if header.startswith(magic):
+            return f"is not CSV text: it starts like {kind}"
+    if CONTROL_CHARACTERS.search(header):
+        return f"is not {encoding} CSV text: its first line holds control characters or NUL bytes"
+    return None
+
+
+def _read_csv(spark: SparkSession, spec: FileSpec, files: list[InputFile],
+              headers: dict[tuple[str, ...], list[str]] | None = None,
+              what: str = "csv") -> DataFrame:
     """CSV files read with the columns their own header names: files are grouped by header
-    and the groups united by column name, so column order and extra columns may differ."""
+    and the groups united by column name, so column order and extra columns may differ.
+    ``headers``, when given, receives the groups (column names → file paths)."""
     options = _csv_options(spark, spec)
     delimiter = options.get("sep", options.get("delimiter", ","))
-    groups: dict[tuple[str, ...], list[str]] = {}
+    groups: dict[tuple[str, ...], list[str]] = {} if headers is None else headers
     for f in files:
         header = first_line(spark, f.path, options["encoding"])
+        not_text = header_not_text(header, options["encoding"])
+        if not_text:
+            raise IngestError(f"{what}: {f.path} {not_text}")
         names = next(csv.reader([header], delimiter=delimiter, quotechar=options["quote"]), [])
         if not [n for n in names if n.strip()]:
             raise IngestError(f"{f.path} has no header line")
-        groups.setdefault(tuple(n.strip() for n in names), []).append(f.path)
+        names = [n.strip() for n in names]
+        repeated = sorted({n for n in names if n and names.count(n) > 1})
+        if repeated:
+            raise IngestError(f"{f.path}: its header names column{'s' if len(repeated) > 1 else ''} "
+                              f"{', '.join(repeated)} more than once; rename one of each")
+        groups.setdefault(tuple(names), []).append(f.path)
     frames = []
     for names, paths in groups.items():
-        schema = T.StructType([T.StructField(n, T.StringType()) for n in names]
+        schema = T.StructType([T.StructField(n or f"_unnamed_{i}", T.StringType()) for i, n in enumerate(names)]
                               + [T.StructField(CORRUPT_RECORD, T.StringType())])
-        frames.append(spark.read.options(**options).schema(schema).csv(paths))
+        # the file's path before the union: a union of scans has no _metadata column
+        frames.append(spark.read.options(**options).schema(schema).csv(paths)
+                      .withColumn(C.SOURCE_FILE, F.col("_metadata.file_path")))
     out = frames[0]
     for frame in frames[1:]:
         out = out.unionByName(frame, allowMissingColumns=True)
     return out
 
 
+def check_headers(headers: dict[tuple[str, ...], list[str]], needed: dict[str, tuple[str, ...]],
+                  what: str) -> None:
+    """Raise IngestError naming a CSV file whose header lacks a needed column. ``needed`` maps a
+    column's label (``StockCode (for sku)``) to its source name and the names that may stand in
+    for it (a line total for a unit price); a file has it when its header names any of them."""
+    for names, paths in headers.items():
+        lacking = [label for label, alternatives in needed.items() if not set(alternatives) & set(names)]
+        if lacking:
+            more = f" (and {len(paths) - 1} more file{'s' if len(paths) > 2 else ''} with its header)" \
+                if len(paths) > 1 else ""
+            raise IngestError(f"{what}: {paths[0]}{more} lacks required column{'s' if len(lacking) > 1 else ''} "
+                              f"{', '.join(lacking)}; its header: {', '.join(n for n in names if n)}"
+                              f"{_delimiter_hint(list(names))}")
+
+
+def _delimiter_hint(columns: list[str]) -> str:
+    """What to set when a header read as one column is split by another delimiter."""
+    found = [d for d in _OTHER_DELIMITERS if len(columns) == 1 and d in columns[0]]
+    return (f" (one column: the header looks separated by {found[0]!r}; set options: "
+            f"{{sep: {found[0]!r}}} on this file spec)") if found else ""
+
+
 def read_files(spark: SparkSession, spec: FileSpec, what: str,
-               files: list[InputFile] | None = None) -> DataFrame:
+               files: list[InputFile] | None = None,
+               headers: dict[tuple[str, ...], list[str]] | None = None) -> DataFrame:
     """Read a file spec's files (or the given subset) with ``source_file`` added: CSV as text
-    columns (see :func:`_read_csv`), JSON with primitives as text and nested objects as
-    structs, Parquet as typed (nanosecond timestamps as epoch longs). Checks first that the
-    files exist and none is empty."""
+    columns (see :func:`_read_csv`; ``headers`` receives its header groups), JSON with
+    primitives as text and nested objects as structs, Parquet as typed (nanosecond timestamps
+    as epoch longs). Checks first that the files exist and none is empty."""
     if files is None:
         files = list_input_files(spark, resolve_path(spec.path))
     empty = [f.path for f in files if f.size == 0]
@@ -148,7 +206,7 @@ def read_files(spark: SparkSession, spec: FileSpec, what: str,
         raise IngestError(f"{what}: input file {empty[0]} is empty (no header, no rows)")
     paths = [f.path for f in files]
     if spec.format == "csv":
-        df = _read_csv(spark, spec, files)
+        df = _read_csv(spark, spec, files, headers, what)
     elif spec.format == "json":
         options = {"primitivesAsString": "true", "mode": "PERMISSIVE",
                    "columnNameOfCorruptRecord": CORRUPT_RECORD,
@@ -163,7 +221,9 @@ def read_files(spark: SparkSession, spec: FileSpec, what: str,
         df = spark.read.options(**options).parquet(*paths)
     if CORRUPT_RECORD not in df.columns:
         df = df.withColumn(CORRUPT_RECORD, F.lit(None).cast("string"))
-    return df.withColumn(C.SOURCE_FILE, F.col("_metadata.file_path"))
+    if C.SOURCE_FILE not in df.columns:
+        df = df.withColumn(C.SOURCE_FILE, F.col("_metadata.file_path"))
+    return df
 
 
 def field_type(df: DataFrame, name: str) -> T.DataType | None:
@@ -205,7 +265,8 @@ def column_mapping(df: DataFrame, spec: FileSpec, required: tuple[str, ...],
             source_col = spec.columns.get(canon, canon)
             missing.append(source_col if source_col == canon else f"{source_col} (for {canon})")
     if missing:
+        hint = _delimiter_hint(present) if spec.format == "csv" else ""
         raise IngestError(f"{what}: required column{'s' if len(missing) > 1 else ''} "
                           f"{', '.join(missing)} not found in {spec.path}; "
-                          f"columns present: {', '.join(present)}")
+                          f"columns present: {', '.join(present)}{hint}")
     return resolved

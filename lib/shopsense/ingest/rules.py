@@ -5,6 +5,7 @@ identifies a line by its canonical content."""
 from __future__ import annotations
 
 import datetime as dt
+import re
 
 from pyspark.sql import Column
 from pyspark.sql import functions as F
@@ -18,6 +19,13 @@ CORRUPT_RECORD = "_corrupt_record"
 
 #: What a decoder puts where bytes are not valid text in the declared (or default) encoding.
 REPLACEMENT_CHARACTER = "\ufffd"
+
+#: Control characters no text field of an order holds: NUL bytes and the C0 controls other than
+#: tab, line feed and carriage return (which quoted CSV fields may hold), and DEL. A field with
+#: them is binary or mis-decoded content (UTF-16 read as one byte per character), like
+#: REPLACEMENT_CHARACTER: the line is quarantined as undecodable_text.
+CONTROL_CHARACTERS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+CONTROL_CHARACTERS_SQL = "[\\x00-\\x08\\x0b\\x0c\\x0e-\\x1f\\x7f]"
 
 # Reason codes of silver.quarantine, in the order they are checked.
 REASONS = (

@@ -222,6 +222,75 @@ def test_quoted_newlines_and_malformed_records_stay_whole(spark, tmp_path, conf_
     assert bronze.filter(F.col("row_hash").isin(list(hashes))).count() == 2
 
 
+def test_files_with_different_headers_in_one_run_and_one_lacking_a_column(spark, tmp_path, conf_factory):
+    """Two files of one source with their columns in another order (and an extra one) are read
+    together in one run; a third whose header lacks a required column stops the run with one
+    message naming that file, and the tables stay as they were."""
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    reordered = ["Country", *reversed(HEADER[:-1]), "Extra"]
+    with open(raw / "a.csv", "w", newline="") as f:
+        csv.writer(f).writerows([HEADER, ["1", "A", "a", "1", "2011-01-01 10:00:00", "1.0", "7", "UK"]])
+    with open(raw / "b.csv", "w", newline="") as f:
+        row = dict(zip(HEADER, ["2", "B", "b", "2", "2011-01-02 10:00:00", "2.0", "8", "FR"]), Extra="x")
+        csv.writer(f).writerows([reordered, [row[c] for c in reordered]])
+    conf = source_conf(conf_factory, tmp_path, csv_orders(raw))
+    assert metrics(ingest.run(spark, conf))["rows_accepted"] == 2
+    lines = {r["order_id"]: (r["sku"], r["quantity"], r["country"], Path(r["source_file"]).name)
+             for r in tables.read_table(spark, conf, "silver.order_lines").collect()}
+    assert lines == {"1": ("A", 1.0, "UK", "a.csv"), "2": ("B", 2.0, "FR", "b.csv")}
+
+    version = tables.table_version(spark, conf, "silver.order_lines")
+    with open(raw / "c.csv", "w", newline="") as f:
+        lacking = [c for c in HEADER if c != "Quantity"]
+        csv.writer(f).writerows([lacking, ["3", "C", "c", "2011-01-03 10:00:00", "3.0", "9", "UK"]])
+    with pytest.raises(ingest.IngestError) as error:
+        ingest.run(spark, conf)
+    assert "c.csv lacks required column Quantity (for quantity); its header: InvoiceNo," in str(error.value)
+    assert tables.table_version(spark, conf, "silver.order_lines") == version
+
+
+def test_files_that_are_not_csv_text_are_named_with_what_to_set(spark, tmp_path, conf_factory):
+    """A file that cannot be the CSV its spec says stops the run before anything is read, with
+    one message naming the file and what to set: UTF-16 without a declared encoding, a workbook
+    renamed .csv, another delimiter, a header naming a column twice."""
+    text = ",".join(HEADER) + "\n1,A,a,1,2011-01-01 10:00:00,1.0,7,UK\n"
+    cases = {"utf16": (text.encode("utf-16"), "set encoding: utf-16"),
+             "xlsx": (b"PK\x03\x04\x14\x00\x06\x00" + bytes(range(256)), "ZIP archive"),
+             "semicolon": (text.replace(",", ";").encode(), "options: {sep: ';'}"),
+             "twice": (text.replace("Country", "Quantity").encode(), "names column Quantity more than once")}
+    for name, (content, expected) in cases.items():
+        raw = tmp_path / name
+        raw.mkdir()
+        (raw / "orders.csv").write_bytes(content)
+        conf = source_conf(conf_factory, tmp_path / f"conf-{name}", csv_orders(raw),
+                           f"warehouse={tmp_path / f'w-{name}'}")
+        with pytest.raises(ingest.IngestError) as error:
+            ingest.run(spark, conf)
+        message = str(error.value)
+        assert expected in message and f"/{name}" in message, (name, message)
+        assert "\n" not in message
+        assert not tables.table_exists(spark, conf, "silver.order_lines")
+
+
+def test_control_characters_are_undecodable_and_declared_utf16_reads(spark, tmp_path, conf_factory):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    rows = [["1", "A", "plain", "1", "2011-01-01 10:00:00", "1.0", "7", "UK"],
+            ["2", "B\x00C", "a NUL in the SKU", "1", "2011-01-01 10:00:00", "1.0", "7", "UK"],
+            ["3", "D", "a bell\x07", "1", "2011-01-01 10:00:00", "1.0", "7", "UK"],
+            ["4", "E", "tab\tinside", "1", "2011-01-01 10:00:00", "1.0", "7", "UK"]]
+    with open(raw / "orders.csv", "w", newline="", encoding="utf-16") as f:
+        csv.writer(f).writerows([HEADER, *rows])
+    conf = source_conf(conf_factory, tmp_path, csv_orders(raw, extra="      encoding: utf-16\n"))
+    m = metrics(ingest.run(spark, conf))
+    assert (m["rows_accepted"], m["rows_quarantined"]) == (2, 2)
+    reasons = {r["reason"] for r in tables.read_table(spark, conf, "silver.quarantine").collect()}
+    assert reasons == {"undecodable_text"}
+    names = {r["order_id"]: r["product_name"] for r in tables.read_table(spark, conf, "silver.order_lines").collect()}
+    assert names == {"1": "plain", "4": "tab\tinside"}
+
+
 def test_latin1_with_and_without_a_declared_encoding(spark, tmp_path, conf_factory):
     raw = tmp_path / "raw"
     raw.mkdir()
