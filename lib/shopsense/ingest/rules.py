@@ -24,8 +24,9 @@ REPLACEMENT_CHARACTER = "\ufffd"
 #: tab, line feed and carriage return (which quoted CSV fields may hold), and DEL. A field with
 #: them is binary or mis-decoded content (UTF-16 read as one byte per character), like
 #: REPLACEMENT_CHARACTER: the line is quarantined as undecodable_text.
-CONTROL_CHARACTERS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
-CONTROL_CHARACTERS_SQL = "[\\x00-\\x08\\x0b\\x0c\\x0e-\\x1f\\x7f]"
+#: One pattern for both engines: Python's re and Java's regex (Spark's rlike) read \xhh alike.
+CONTROL_CHARACTERS_SQL = r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]"
+CONTROL_CHARACTERS = re.compile(CONTROL_CHARACTERS_SQL)
 
 # Reason codes of silver.quarantine, in the order they are checked.
 REASONS = (
