@@ -17,17 +17,16 @@ import pytest
 from tests.helpers import ONLINE_RETAIL, make_conf, online_retail_overrides, quick_conf
 
 # --- Two test processes (scripts/test.sh: pytest-xdist, -n 2) ----------------------------------
-# Each process has its own Spark session and its own session fixtures. The files that read the
-# quick pipeline's warehouse go to one process together, so the pipeline runs once; the longest
-# units start first (longest first is what keeps two queues even), the rest in collection order.
+# Each process has its own Spark session. The expensive shared data (the quick pipeline, the
+# Online Retail ingest) is built once for both: by the first process that needs it, under a
+# file lock, in the run's common temporary folder; the other process waits for it and reads the
+# same warehouse. Test files are scheduling units (--dist loadfile: a module's fixtures are
+# built once), the longest first, so that the two queues end together.
 
-#: Test files that use the ``quick_pipeline`` fixture: one scheduling unit.
-QUICK_PIPELINE_FILES = ("tests/integration/test_pipeline.py", "tests/integration/test_notebooks.py",
-                        "tests/integration/report/test_report.py",
-                        "tests/integration/ingest/test_ingest_trust.py")
-#: The longest units, longest first (minutes on this 2-core machine, two processes: the cluster
-#: test about 12, the quick-pipeline files about 15 together, the as-of test about 7).
-FIRST = ("tests/cluster/test_cluster.py", *QUICK_PIPELINE_FILES, "tests/integration/test_as_of.py")
+#: The longest files, longest first (minutes on this 2-core machine, two processes at once).
+FIRST = ("tests/integration/test_pipeline.py", "tests/integration/test_as_of.py",
+         "tests/cluster/test_cluster.py", "tests/integration/ingest/test_ingest_trust.py",
+         "tests/integration/test_notebooks.py")
 
 
 def _file_of(nodeid: str) -> str:
@@ -39,20 +38,32 @@ def pytest_collection_modifyitems(items):
     items.sort(key=lambda item: rank.get(_file_of(item.nodeid), len(FIRST)))   # stable
 
 
-@pytest.hookimpl(optionalhook=True)
-def pytest_xdist_make_scheduler(config, log):
-    """Files as units (``--dist loadfile``: a module's fixtures are built once), the
-    quick-pipeline files as one unit, in collection order (scripts/test.sh passes
-    ``--no-loadscope-reorder``: xdist would otherwise start the units with the most tests)."""
-    from xdist.scheduler import LoadFileScheduling
+def build_once(tmp_path_factory, name: str, build) -> tuple[Path, object]:
+    """``build(folder)`` run once for every test process of this pytest run, in ``folder`` (a
+    folder of the run's common temporary folder); returns (folder, what it returned, pickled) in
+    every process. A build that raised fails, with its message, in the processes that wait for
+    it, instead of running again."""
+    import fcntl
+    import pickle
 
-    class Scheduling(LoadFileScheduling):
-        def _split_scope(self, nodeid: str) -> str:
-            path = _file_of(nodeid)
-            return "quick-pipeline" if path in QUICK_PIPELINE_FILES else path
-
-    return Scheduling(config, log)
-
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent   # popen-gw0 and popen-gw1 share their parent
+    folder, result = base / name, base / f"{name}.pickle"
+    with open(base / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)   # released when the file closes
+        if not result.exists():
+            folder.mkdir(exist_ok=True)
+            try:
+                value = build(folder)
+            except BaseException as exc:
+                result.write_bytes(pickle.dumps(("failed", f"{type(exc).__name__}: {exc}")))
+                raise
+            result.write_bytes(pickle.dumps(("built", value)))
+    state, value = pickle.loads(result.read_bytes())
+    if state == "failed":
+        pytest.fail(f"{name} failed in another test process: {value}"[:3000])
+    return folder, value
 
 
 @pytest.fixture(scope="session")
@@ -80,14 +91,16 @@ def conf(conf_factory):
 
 @pytest.fixture(scope="session")
 def online_retail_ingested(spark, tmp_path_factory):
-    """The Online Retail export ingested once per test session: (conf, ingest summary)."""
+    """The Online Retail export ingested once per test run (see build_once): (conf, ingest
+    summary). Tests read its tables; they must not write to its warehouse."""
     from shopsense.ingest import batch as ingest
 
     if not ONLINE_RETAIL.exists():
         pytest.skip(f"the Online Retail export is not at {ONLINE_RETAIL}")
-    conf = make_conf(tmp_path_factory.mktemp("online-retail-ingest") / "warehouse",
-                     *online_retail_overrides())
-    return conf, ingest.run(spark, conf)
+    conf_in = lambda folder: make_conf(folder / "warehouse", *online_retail_overrides())  # noqa: E731
+    folder, summary = build_once(tmp_path_factory, "online-retail-ingest",
+                                 lambda folder: ingest.run(spark, conf_in(folder)))
+    return conf_in(folder), summary
 
 
 @pytest.fixture(scope="session")
@@ -110,12 +123,13 @@ def retail_conf_factory(online_retail_ingested, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def quick_pipeline(spark, tmp_path_factory):
-    """Quick sample raw files generated once and the whole pipeline run on them in this session:
-    (conf, {job: summary}). Tests read its tables; they must not write to its warehouse."""
+    """Quick sample raw files generated and the whole pipeline run on them once per test run
+    (see build_once): (conf, {job: summary}). Tests read its tables; they must not write to its
+    warehouse."""
     from shopsense.notebook import run
 
-    root = tmp_path_factory.mktemp("quick-pipeline")
-    conf = quick_conf(root / "warehouse", root / "raw")
-    results = run(spark, conf, "sample", "all")
-    return conf, results
+    conf_in = lambda folder: quick_conf(folder / "warehouse", folder / "raw")  # noqa: E731
+    folder, results = build_once(tmp_path_factory, "quick-pipeline",
+                                 lambda folder: run(spark, conf_in(folder), "sample", "all"))
+    return conf_in(folder), results
 

@@ -12,6 +12,10 @@ from shopsense.core.config import conf_dir, load_conf
 REPO = Path(__file__).resolve().parents[1]
 TEST_OVERLAY = REPO / "tests" / "conf" / "test.yaml"
 QUICK_OVERLAY = REPO / "conf" / "quick.yaml"
+#: Fixed partitioning, no effective time budget: runs on the same raw files give the same tables.
+REPRODUCIBLE_OVERLAY = REPO / "tests" / "conf" / "reproducible.yaml"
+#: The quick pipeline's conf files on top of conf/local.yaml and the test overlay.
+QUICK_FILES = (QUICK_OVERLAY, REPRODUCIBLE_OVERLAY)
 NOTEBOOKS = REPO / "notebooks"
 ONLINE_RETAIL = REPO.parent / "shared" / "data" / "online_retail" / "online_retail.csv.gz"
 
@@ -28,12 +32,12 @@ def online_retail_overrides() -> list[str]:
 
 
 def quick_conf(warehouse: Path | str, raw_dir: Path | str, *overrides: str):
-    """The test conf + conf/quick.yaml (a small sample, light model searches), with the sample
-    job and source pointed at ``raw_dir``."""
+    """The test conf + conf/quick.yaml (a small sample, light model searches) + the reproducible
+    overlay, with the sample job and source pointed at ``raw_dir``."""
     from shopsense.notebook import sample_overrides
 
     return make_conf(warehouse, *sample_overrides(raw_dir), "ingest.source=sample", *overrides,
-                     files=(QUICK_OVERLAY,))
+                     files=QUICK_FILES)
 
 
 def quick_cli_args(warehouse: Path | str, raw_dir: Path | str, *overrides: str) -> list[str]:
@@ -41,8 +45,8 @@ def quick_cli_args(warehouse: Path | str, raw_dir: Path | str, *overrides: str) 
     from shopsense.notebook import sample_overrides
 
     sets = [f"warehouse={warehouse}", *sample_overrides(raw_dir), "ingest.source=sample", *overrides]
-    return ["--conf", str(conf_dir() / "local.yaml"), "--conf", str(TEST_OVERLAY),
-            "--conf", str(QUICK_OVERLAY), *[a for s in sets for a in ("--set", s)]]
+    files = [conf_dir() / "local.yaml", TEST_OVERLAY, *QUICK_FILES]
+    return [*[a for f in files for a in ("--conf", str(f))], *[a for s in sets for a in ("--set", s)]]
 
 
 

@@ -1,9 +1,11 @@
 """The pipeline on a real Spark standalone cluster, submitted the README's way ("Run on a
 cluster"): a master and two workers (1 core, 1 GiB each) on 127.0.0.1 started from pyspark's
 own spark-class, `spark-submit --master spark://...` of jobs/pipeline.py with the shopsense
-environment packed by scripts/pack.sh and shipped with --archives. Every table it writes is
-compared with a local-mode run on the same generated data, after one worker (and its executor)
-was killed while the forecast job ran: the pipeline must still succeed with the same tables.
+environment packed by scripts/pack.sh and shipped with --archives, on the quick pipeline's raw
+files and conf (tests/helpers.QUICK_FILES: fixed partitioning, so both runs lay the data out
+alike). Every table it writes is compared with the quick pipeline's local-mode run, after one
+worker (and its executor) was killed while the forecast job ran: the pipeline must still succeed
+with the same tables.
 
 One machine stands in for the cluster, so the raw files and the warehouse are local folders every
 process can read; on a real cluster they must be on shared storage (conf/cluster.yaml)."""
@@ -22,20 +24,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from shopsense.core.config import load_conf
 from shopsense.core.runs import read_runs
-from shopsense.pipeline import PIPELINE, run_jobs
-from shopsense.ingest.sample import SampleSpec, generate
+from shopsense.ingest.keys import DEV_PSEUDONYM_KEY
+from shopsense.notebook import sample_overrides
+from shopsense.pipeline import PIPELINE
 from tests.cluster.compare import assert_tables_equal, table_frame
 from tests.cluster.standalone import StandaloneCluster, spark_env
-from tests.helpers import REPO, make_conf
+from tests.helpers import QUICK_FILES, REPO
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
-OVERLAY = REPO / "tests" / "conf" / "cluster_sample.yaml"
-SPEC = SampleSpec(n_customers=300, n_skus=30, n_days=400, seed=42)
 DELTA_PACKAGE = "io.delta:delta-spark_2.13:4.0.0"
 KEY_ENV = "SHOPSENSE_PSEUDONYM_KEY"
-TEST_KEY = "cluster-test-key"
 SUBMIT_TIMEOUT = 1200
 # The worker is killed once one of its executor's tasks has run this long in the forecast job
 # (the per-SKU fits of its applyInPandas take seconds; the job's small stages take milliseconds).
@@ -48,29 +49,12 @@ FAULT_TASK_SECONDS = 1.5
 MODEL = dict(rtol=1e-4, atol=1e-6)
 
 
-def _sources(raw: Path) -> list[str]:
-    return [f"sources.sample.{part}.path={raw / part}" for part in ("orders", "catalogue", "inventory")]
-
-
-@pytest.fixture(scope="module")
-def raw(spark, tmp_path_factory) -> Path:
-    """The sample raw files, generated once: both runs read these."""
-    out = tmp_path_factory.mktemp("cluster-raw")
-    generate(spark, SPEC, str(out))
-    return out
-
-
-@pytest.fixture(scope="module")
-def local_conf(spark, raw, tmp_path_factory):
-    """The reference: the whole pipeline in local mode (this test session's local[2] Spark)."""
-    conf = make_conf(tmp_path_factory.mktemp("cluster-local") / "warehouse", *_sources(raw),
-                     files=(OVERLAY,))
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv(KEY_ENV, TEST_KEY)
-        results = run_jobs(spark, conf, PIPELINE)
-    failed = {n: r for n, r in results.items() if isinstance(r, Exception)}
-    assert not failed, f"local-mode run failed: {failed}"
-    return conf
+def cluster_args(warehouse: Path, raw: Path) -> list[str]:
+    """The conf of the cluster run: conf/cluster.yaml instead of the local overlays, then the
+    quick pipeline's files (a small sample, fixed partitioning), its raw folder, a warehouse."""
+    files = [REPO / "conf" / "cluster.yaml", *QUICK_FILES]
+    sets = [f"warehouse={warehouse}", *sample_overrides(raw), "ingest.source=sample"]
+    return [*[a for f in files for a in ("--conf", str(f))], *[a for s in sets for a in ("--set", s)]]
 
 
 @pytest.fixture(scope="module")
@@ -113,13 +97,13 @@ class Submission:
             "--conf", "spark.pyspark.python=./environment/bin/python",
             "--conf", f"spark.pyspark.driver.python={sys.executable}",
             "jobs/pipeline.py", *(["--jobs", ",".join(jobs)] if jobs else []),
-            "--conf", "conf/cluster.yaml", "--conf", str(OVERLAY),
-            "--set", f"warehouse={warehouse}", *[x for s in _sources(raw) for x in ("--set", s)],
+            *cluster_args(warehouse, raw),
         ]
         env = spark_env(cluster.root)
         for var in ("PYSPARK_PYTHON", "PYSPARK_DRIVER_PYTHON"):  # the test session's own
             env.pop(var, None)
-        env[KEY_ENV] = TEST_KEY
+        # Outside local mode the key must be given; the local run used the sample's own one.
+        env[KEY_ENV] = DEV_PSEUDONYM_KEY
         self.started = time.monotonic()
         self.proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdin=subprocess.DEVNULL,
                                      stdout=subprocess.PIPE,
@@ -190,7 +174,9 @@ def kill_during_a_task(submission: "Submission", worker, worker_dir: Path) -> fl
 
 def cluster_conf(warehouse: Path, raw: Path):
     """The cluster run's conf as the driver loaded it (to read its tables from the test)."""
-    return make_conf(warehouse, *_sources(raw), files=(OVERLAY,))
+    args = cluster_args(warehouse, raw)
+    return load_conf([Path(v) for k, v in zip(args[::2], args[1::2]) if k == "--conf"],
+                     [v for k, v in zip(args[::2], args[1::2]) if k == "--set"])
 
 
 def assert_same_recommendations(spark, local, remote) -> dict[str, int]:
@@ -259,15 +245,17 @@ def assert_same_runs(spark, remote, jobs) -> None:
     assert sorted(zip(runs["job"], runs["status"])) == sorted((j, "succeeded") for j in jobs)
 
 
-def test_cluster_run_survives_losing_a_worker_and_equals_local_run(spark, cluster, packed_env, raw,
-                                                                  local_conf, tmp_path):
+def test_cluster_run_survives_losing_a_worker_and_equals_local_run(spark, cluster, packed_env,
+                                                                  quick_pipeline, tmp_path):
     """The whole pipeline, submitted the README's way. In the forecast job, once a task of its
     executor has run for FAULT_TASK_SECONDS, one worker is killed with its executor and Python
     workers (its whole process group: what a machine that dies takes with it). Spark re-runs the lost tasks, and recomputes the shuffle
     output that lived on the dead executor, on the surviving worker; forecast, recommend and
     inventory finish on that one worker. The run succeeds and writes the same tables as the
-    local-mode run. (One submission for both claims: a cluster run costs minutes on this
-    machine.)"""
+    local-mode run: the quick pipeline, on the same raw files. (One submission for both claims:
+    a cluster run costs minutes on this machine.)"""
+    local_conf, _ = quick_pipeline
+    raw = Path(local_conf["sample"]["out_dir"])
     warehouse = tmp_path / "warehouse"
     submission = Submission(cluster, packed_env, warehouse, raw, tmp_path / "spark-submit.log",
                             trigger="[shopsense] forecast: started")

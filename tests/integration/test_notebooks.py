@@ -17,7 +17,7 @@ from pyspark.sql import functions as F
 from shopsense.core import tables
 from shopsense.core.runs import read_runs
 from shopsense.report.summary import list_tables
-from tests.helpers import NOTEBOOKS, QUICK_OVERLAY, TEST_OVERLAY, make_conf
+from tests.helpers import NOTEBOOKS, QUICK_FILES, TEST_OVERLAY, make_conf
 
 pytestmark = pytest.mark.slow
 
@@ -66,7 +66,7 @@ def test_quickstart_runs_a_job_then_reads_the_warehouse(spark, quick_pipeline, t
     demand_version = tables.table_version(spark, conf, "gold.sku_daily_demand")
     nb, got = execute("01_quickstart", {
         "warehouse": str(warehouse), "sample_dir": ref_conf["sample"]["out_dir"],
-        "overlays": ["local", str(TEST_OVERLAY), str(QUICK_OVERLAY)], "jobs": ["demand"]}, tmp_path,
+        "overlays": ["local", str(TEST_OVERLAY), *map(str, QUICK_FILES)], "jobs": ["demand"]}, tmp_path,
         export='{"results": {j: {"status": r["status"], "run_id": r["run_id"], "rows_out": r["rows_out"]}'
                '             for j, r in results.items()},'
                ' "tables": tables_now.to_dict("records"), "order_lines": order_lines.count(),'

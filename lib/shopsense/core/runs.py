@@ -203,10 +203,13 @@ class JobRun:
         table's registered schema (one Delta commit). Returns the rows written, from the commit.
         Raises EmptyOutputError, with the table restored to its previous version, when the
         output is empty and the table it replaced was not (unless conf ``allow_empty_output``)."""
-        before = tables.table_version(self.spark, self.conf, name)
-        had_rows = before is not None and not tables.read_table(self.spark, self.conf, name).isEmpty()
         rows = int(tables.overwrite(self.stamp(df, name), self.conf, name) or 0)
-        if rows == 0 and had_rows and not self.conf.allow_empty_output:
+        if rows > 0 or self.conf.allow_empty_output:
+            return rows
+        # an empty output: looked at only then (most writes have rows; a check before every
+        # write would cost two reads of the table)
+        before = tables.table_version(self.spark, self.conf, name) - 1
+        if before >= 0 and not tables.read_table(self.spark, self.conf, name, version=before).isEmpty():
             tables.restore(self.spark, self.conf, name, before)
             raise EmptyOutputError(f"{name}: this run's output is empty and would have replaced a "
                                    f"table with rows; the table was left as it was (check the "
@@ -357,9 +360,12 @@ def mark_abandoned(spark: SparkSession, conf: Conf, by_run: str) -> list[str]:
     log = tables.read_table(spark, conf, "gold.job_runs")
     if "host" not in log.columns:  # a table from before running rows: nothing can be running
         return []
-    ended = log.filter(F.col("status") != RUNNING).select(C.RUN_ID)
-    running = (log.filter((F.col("status") == RUNNING) & (F.col("host") == host))
-               .join(ended, C.RUN_ID, "left_anti").collect())
+    # the runs of this host with no row but their running one (at most a few), in one pass;
+    # their rows are read only when there are any
+    unended = [r[C.RUN_ID] for r in log.filter(F.col("host") == host).groupBy(C.RUN_ID)
+               .agg(F.max((F.col("status") != RUNNING).cast("int")).alias("_ended"))
+               .filter("_ended = 0").select(C.RUN_ID).collect()]
+    running = log.filter(F.col(C.RUN_ID).isin(unended)).collect() if unended else []
     now = dt.datetime.now(dt.timezone.utc)
     gone = [r for r in running if r["pid"] is not None and not process_alive(int(r["pid"]), r["started_at"])]
     rows = [{**r.asDict(), "status": ABANDONED, "recorded_at": now,

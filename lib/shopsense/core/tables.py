@@ -309,12 +309,16 @@ def table_exists(spark: SparkSession, conf: Conf, name: str) -> bool:
     return DeltaTable.isDeltaTable(spark, table_path(conf, name))
 
 
-def read_table(spark: SparkSession, conf: Conf, name: str) -> DataFrame:
-    """Read a Delta table by name; raises :class:`TableNotFoundError` naming the job to run."""
+def read_table(spark: SparkSession, conf: Conf, name: str, version: int | None = None) -> DataFrame:
+    """Read a Delta table by name (at ``version``: an earlier one, Delta time travel); raises
+    :class:`TableNotFoundError` naming the job to run."""
     if not table_exists(spark, conf, name):
         raise TableNotFoundError(f"table {name} does not exist at {table_path(conf, name)}: "
                                  f"run the job that writes it first")
-    return spark.read.format("delta").load(table_path(conf, name))
+    reader = spark.read.format("delta")
+    if version is not None:
+        reader = reader.option("versionAsOf", version)
+    return reader.load(table_path(conf, name))
 
 
 def table_version(spark: SparkSession, conf: Conf, name: str) -> int | None:
