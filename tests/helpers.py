@@ -72,3 +72,23 @@ def silver_from_sample(sample_lines):
         .withColumn(C.RUN_ID, F.lit("sample"))
         .withColumn(C.INGESTED_AT, F.lit(dt.datetime(2024, 1, 1))),
         tables.ORDER_LINES)
+
+
+CDNOW = REPO / "tests" / "data" / "cdnow"
+
+
+def cdnow_purchases():
+    """The CDNOW sample's purchases (tests/data/cdnow): pandas (customer, date, cds, value)."""
+    import pandas as pd
+
+    frame = pd.read_csv(CDNOW / "CDNOW_sample.txt", sep=r"\s+", header=None,
+                        names=["master_id", "customer", "date", "cds", "value"], dtype={"date": str})
+    frame["date"] = pd.to_datetime(frame["date"], format="%Y%m%d").dt.date
+    return frame.drop(columns="master_id")
+
+
+def cdnow_summary():
+    """The published calibration-period summary of the CDNOW sample (x, t_x, T, zbar by ID)."""
+    import pandas as pd
+
+    return pd.read_csv(CDNOW / "cdnow_customers_summary_with_transactions.csv")

@@ -207,6 +207,7 @@ def assert_same_recommendations(spark, local, remote) -> dict[str, int]:
 # (compare.EXACT: only the order of a floating-point sum may differ), KMeans too (same layout:
 # segment.deterministic_layout over the same shuffle partitions); what derives from the
 # forecasts gets MODEL; recommend has its own comparison.
+C_ID = "customer_id"
 TABLES: dict[str, dict[str, tuple[list[str], dict]]] = {
     "ingest": {"bronze.sample_orders": (["source_file", "row_hash"], {}),
                "silver.order_lines": (["line_id"], {}),
@@ -215,7 +216,10 @@ TABLES: dict[str, dict[str, tuple[list[str], dict]]] = {
                "silver.inventory": (["sku"], {})},
     "features": {"gold.customer_features": (["customer_id"], {})},
     "segment": {"gold.customer_segments": (["customer_id"], {}),
-                "gold.segment_profiles": (["segment_id"], {})},
+                "gold.segment_profiles": (["segment_id"], {}),
+                "gold.rfm_segments": ([C_ID], {})},
+    "value": {"gold.customer_value": ([C_ID], {"*": MODEL}),
+              "gold.customer_value_metrics": (["scope", "model", "metric"], {"*": MODEL})},
     "basket_rules": {"gold.association_rules": (["level", "antecedent", "consequent"], {}),
                      "gold.frequently_bought_together": (["level", "sku", "rank"], {})},
     "demand": {"gold.sku_daily_demand": (["sku", "date"], {})},

@@ -202,6 +202,17 @@ class FeaturesSection(Section):
     window_days: PositiveInt | None = None
 
 
+class ValueSection(Section):
+    time_unit_days: PositiveFloat = 7.0
+    propensity_days: PositiveInt = 30
+    clv_months: PositiveInt = 12
+    annual_discount_rate: NonNegativeFloat = 0.10
+    holdout_days: PositiveInt | None = None
+    max_fit_groups: PositiveInt = 20000
+    value_digits: PositiveInt = 4
+    penalty: PositiveFloat = 0.001
+
+
 class NamingSection(Section):
     recent_days: PositiveInt = 90
     new_tenure_days: PositiveInt = 90
@@ -216,6 +227,8 @@ class SegmentSection(Section):
     k: Annotated[int, Field(ge=2)] | None = None
     k_min: Annotated[int, Field(ge=2)] = 2
     k_max: Annotated[int, Field(ge=2)] = 8
+    # 0 takes the k with the highest silhouette; more takes the largest k within this of it.
+    silhouette_tolerance: Share = 0.0
     # Customers the silhouette search uses; null means all of them.
     selection_sample: PositiveInt | None = 200000
     seed: int = 42
@@ -439,6 +452,7 @@ class Settings(Section):
     sources: dict[str, SourceSpec] = {}
     features: FeaturesSection = FeaturesSection()
     segment: SegmentSection = SegmentSection()
+    value: ValueSection = ValueSection()
     basket_rules: BasketRulesSection = BasketRulesSection()
     demand: DemandSection = DemandSection()
     forecast: ForecastSection = ForecastSection()

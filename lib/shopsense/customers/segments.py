@@ -95,6 +95,7 @@ class SegmentParams:
     max_iter: int
     naming: NamingRules
     n_init: int = 3
+    silhouette_tolerance: float = 0.0
 
     @classmethod
     def from_conf(cls, conf: Conf) -> "SegmentParams":
@@ -102,7 +103,8 @@ class SegmentParams:
         s = conf.segment
         return cls(features=tuple(s.features), log_features=tuple(s.log_features), k=s.k,
                    k_min=s.k_min, k_max=s.k_max, selection_sample=s.selection_sample, seed=s.seed,
-                   max_iter=s.max_iter, naming=NamingRules(**s.naming.model_dump()), n_init=s.n_init)
+                   max_iter=s.max_iter, naming=NamingRules(**s.naming.model_dump()), n_init=s.n_init,
+                   silhouette_tolerance=s.silhouette_tolerance)
 
     def validate(self) -> None:
         unknown = [f for f in self.features if f not in FT.NUMERIC_FEATURES]
@@ -174,11 +176,27 @@ def silhouette(predictions: DataFrame) -> float:
                                distanceMeasure="squaredEuclidean").evaluate(predictions)
 
 
-def choose_k(scaled: DataFrame, k_values: list[int], seed: int, max_iter: int, n_init: int = 1
-             ) -> tuple[int, dict[int, float], dict]:
+def pick_k(scores: dict[int, float], tolerance: float = 0.0) -> tuple[int, str]:
+    """The k to use from each k's silhouette (NaN: fewer than two clusters, left out) and the
+    rule that chose it: the highest silhouette (the smallest such k on a tie), or with a
+    ``tolerance`` the largest k whose silhouette is within it of the highest (a search that would
+    settle on two segments, "loyal" and everyone else, can keep more a campaign can use)."""
+    valid = {k: s for k, s in scores.items() if not math.isnan(s)}
+    best = max(valid.values())
+    best_k = min(k for k, s in valid.items() if s == best)
+    if tolerance <= 0:
+        return best_k, "the highest silhouette"
+    k = max(k for k, s in valid.items() if s >= best - tolerance)
+    if k == best_k:
+        return k, f"the highest silhouette (no larger k within {tolerance:g} of it)"
+    return k, f"the largest k within segment.silhouette_tolerance {tolerance:g} of the highest silhouette (k={best_k}: {best:.3f})"
+
+
+def choose_k(scaled: DataFrame, k_values: list[int], seed: int, max_iter: int, n_init: int = 1,
+             tolerance: float = 0.0) -> tuple[int, dict[int, float], dict, str]:
     """Fit KMeans for each k on ``scaled`` (a standardised ``features`` column). Returns the k
-    with the highest silhouette (the smallest such k on a tie), every k's silhouette, and the
-    fitted KMeansModel of every k."""
+    :func:`pick_k` chooses, every k's silhouette, the fitted KMeansModel of every k, and the
+    rule that chose k."""
     scores: dict[int, float] = {}
     models = {}
     for k in k_values:
@@ -188,8 +206,8 @@ def choose_k(scaled: DataFrame, k_values: list[int], seed: int, max_iter: int, n
     if not valid:
         raise SegmentError(f"no k in {k_values} gave two or more non-empty clusters: "
                            f"the customers' features barely vary")
-    best = max(valid.values())
-    return min(k for k, s in valid.items() if s == best), scores, models
+    k, rule = pick_k(scores, tolerance)
+    return k, scores, models, rule
 
 
 def with_distance(predictions: DataFrame, centres: list[list[float]]) -> DataFrame:
@@ -348,8 +366,9 @@ def fit_segments(spark: SparkSession, features: DataFrame, params: SegmentParams
         selection = scaled if fraction >= 1.0 else scaled.sample(False, fraction, params.seed)
         selection = selection.cache()
         try:
-            k, facts["silhouettes"], models = choose_k(selection, k_values, params.seed,
-                                                       params.max_iter, params.n_init)
+            k, facts["silhouettes"], models, facts["rule"] = choose_k(
+                selection, k_values, params.seed, params.max_iter, params.n_init,
+                params.silhouette_tolerance)
         finally:
             selection.unpersist()
         if fraction >= 1.0:  # the search already fitted this k on every customer
@@ -380,8 +399,8 @@ def fit_segments(spark: SparkSession, features: DataFrame, params: SegmentParams
 
 
 def run(spark: SparkSession, conf: Conf) -> dict:
-    """The segment job: gold.customer_features -> gold.customer_segments, gold.segment_profiles
-    and the saved PipelineModel. Returns the run summary (metrics k, silhouette,
+    """The segment job: gold.customer_features -> gold.customer_segments, gold.segment_profiles,
+    the saved PipelineModel, and the RFM score segments gold.rfm_segments. Returns the run summary (metrics k, silhouette,
     silhouette_k<k> for each k tried, customers_segmented, returns_only_customers)."""
     params = SegmentParams.from_conf(conf)
     path = model_path(conf)
@@ -400,11 +419,23 @@ def run(spark: SparkSession, conf: Conf) -> dict:
             run.write(profiles.orderBy(SEGMENT_ID), "gold.segment_profiles")
         finally:
             predictions.unpersist()
+        write_rfm(run, features)
         model.write().overwrite().save(path)
         run.rows_in = int(totals["n"])
         record_fit(run, facts, params, path, int(totals["n"]) - facts["n_customers"])
         print(format_profiles(run.read_output("gold.segment_profiles")))
     return run.summary()
+
+
+def write_rfm(run: JobRun, features: DataFrame) -> None:
+    """gold.rfm_segments beside the KMeans segments; the score boundaries in the run record."""
+    from shopsense.customers.rfm import rfm_segments
+
+    scored, cuts = rfm_segments(features)
+    rows = run.write(scored, "gold.rfm_segments")
+    run.metric("rfm_customers", rows)
+    run.note("RFM score boundaries (20/40/60/80 %): " + "; ".join(
+        f"{name} {', '.join(f'{c:g}' for c in values)}" for name, values in cuts.items()))
 
 
 def assign_segments(model: PipelineModel, predictions: DataFrame, features: DataFrame) -> DataFrame:
@@ -428,8 +459,8 @@ def record_fit(run: JobRun, facts: dict, params: SegmentParams, path: str, n_ret
     run.metric("customers_segmented", facts["n_customers"])
     run.metric("returns_only_customers", n_returns_only)
     how = ("fixed by segment.k" if params.k is not None else
-           "chosen by silhouette over " + ", ".join(f"k={k}: {s:.3f}"
-                                                    for k, s in facts["silhouettes"].items()))
+           f"chosen by {facts['rule']} over " + ", ".join(f"k={k}: {s:.3f}"
+                                                          for k, s in facts["silhouettes"].items()))
     run.note(f"k = {facts['k']} ({how}); silhouette of the final model "
              f"{facts['silhouette']:.3f}; model saved to {path}")
     print(f"segment: k = {facts['k']}, silhouette = {facts['silhouette']:.3f}")

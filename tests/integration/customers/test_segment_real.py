@@ -11,14 +11,14 @@ pytestmark = pytest.mark.real_data
 
 
 @pytest.fixture(scope="module")
-def online_retail(retail_conf_factory):
-    return retail_conf_factory()
+def online_retail(spark, retail_conf_factory):
+    """features + segment on the export: (conf, features summary, segment summary)."""
+    conf = retail_conf_factory()
+    return conf, features.run(spark, conf), segment.run(spark, conf)
 
 
 def test_segments_online_retail(spark, online_retail):
-    conf = online_retail
-    feats = features.run(spark, conf)
-    summary = segment.run(spark, conf)
+    conf, feats, summary = online_retail
     metrics = summary["metrics"]
     # 4,372 identified customers in the export; every one with a product line gets a row
     assert 4000 < feats["metrics"]["customers"] < 4400
@@ -53,3 +53,31 @@ def test_segments_online_retail(spark, online_retail):
     assert top["median_frequency"] > lapsed["median_frequency"]
     assert top["median_monetary"] == clustered["median_monetary"].max()
     assert lapsed["revenue_share"] < lapsed["customer_share"]
+
+
+def test_rfm_segments_online_retail(spark, online_retail):
+    """Every customer with an order has exactly one RFM segment; the score boundaries are the
+    20/40/60/80 % quantiles pandas computes (the smallest value whose share of customers at or
+    below it reaches the quantile: numpy's "inverted_cdf"); at least four segments a campaign
+    can use, each with 5 % of the customers or more."""
+    import numpy as np
+
+    from shopsense.customers import rfm
+
+    conf, _, summary = online_retail
+    feats = tables.read_table(spark, conf, "gold.customer_features").toPandas()
+    ordered = feats[feats["has_orders"]]
+    got = tables.read_table(spark, conf, "gold.rfm_segments").toPandas()
+    assert got["customer_id"].is_unique and set(got["customer_id"]) == set(ordered["customer_id"])
+    assert got["rfm_segment"].notna().all() and set(got["rfm_segment"]) <= set(rfm.NAMES)
+    assert summary["metrics"]["rfm_customers"] == len(ordered)
+    merged = ordered.merge(got, on="customer_id")
+    for column, score, reverse in [("recency_days", "r_score", True), ("frequency", "f_score", False),
+                                   ("monetary", "m_score", False)]:
+        cuts = np.quantile(ordered[column].astype(float), rfm.QUANTILES, method="inverted_cdf")
+        expected = 1 + (merged[column].to_numpy(float)[:, None] > cuts[None, :]).sum(axis=1)
+        expected = 6 - expected if reverse else expected
+        assert (merged[score].to_numpy() == expected).all(), column
+    shares = got["rfm_segment"].value_counts(normalize=True)
+    print(shares)
+    assert (shares >= 0.05).sum() >= 4

@@ -71,3 +71,15 @@ def params(**changes):
 def test_bad_parameters_are_named(changes, message):
     with pytest.raises(SegmentError, match=message):
         params(**changes).validate()
+
+
+def test_pick_k_best_or_largest_within_tolerance():
+    from shopsense.customers.segments import pick_k
+
+    scores = {2: 0.61, 3: 0.58, 4: 0.57, 5: 0.50, 6: float("nan")}
+    assert pick_k(scores) == (2, "the highest silhouette")
+    k, rule = pick_k(scores, 0.05)
+    assert k == 4 and "largest k within segment.silhouette_tolerance 0.05" in rule and "k=2: 0.610" in rule
+    assert pick_k(scores, 0.2)[0] == 5                        # k=6 made one cluster: never chosen
+    assert pick_k({2: 0.5, 3: 0.5})[0] == 2                   # a tie: the smaller k
+    assert pick_k({2: 0.7, 3: 0.5}, 0.05)[1].startswith("the highest silhouette (no larger k")
