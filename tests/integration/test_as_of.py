@@ -46,8 +46,12 @@ DETERMINISTIC = ("forecast.time_budget_seconds=3600",)
 #: recommend's validation grid (skipped with one grid point) evaluates on the same lines,
 #: filtered to as_of, as its test window, compared in gold.recommendation_metrics. Fewer ALS
 #: iterations and fewer partitions for a few thousand lines: the same code paths, less overhead.
+#: Forecast and inventory take the SKUs sold in the last week before as_of (forecast.active_days)
+#: instead of the last 90 days: the same per-SKU code on fewer SKUs, the choice of SKUs itself
+#: by as_of.
 LIGHT = ("segment.k=4", "recommend.grid.alpha=[10.0]", "recommend.als.max_iter=3",
-         "recommend.als.num_blocks=2", "forecast.partitions=2", "inventory.partitions=2")
+         "recommend.als.num_blocks=2", "forecast.partitions=2", "inventory.partitions=2",
+         "forecast.active_days=7")
 
 #: The jobs of `run(spark, conf, "all")`.
 JOBS = ("ingest", "features", "segment", "value", "basket_rules", "demand", "forecast", "recommend", "inventory")
