@@ -127,7 +127,9 @@ def bgnbd_groups(summary: DataFrame, unit_days: float, max_groups: int) -> tuple
     while True:
         grouped = (summary.groupBy("x", F.floor(F.col("t_x_days") / grid).alias("_t"),
                                    F.floor(F.col("T_days") / grid).alias("_T"))
-                   .agg(F.avg("t_x").alias("t_x"), F.avg("T").alias("T"), F.count("*").alias("weight")))
+                   # means of whole days (exact sums in any order), then in time units
+                   .agg((F.avg("t_x_days") / F.lit(unit_days)).alias("t_x"),
+                        (F.avg("T_days") / F.lit(unit_days)).alias("T"), F.count("*").alias("weight")))
         if grouped.count() <= max_groups or grid >= 4096:
             # sorted: the likelihood sums in the same order in every run
             return (grouped.select("x", "t_x", "T", "weight").toPandas()
@@ -136,13 +138,16 @@ def bgnbd_groups(summary: DataFrame, unit_days: float, max_groups: int) -> tuple
 
 
 def gamma_gamma_groups(summary: DataFrame, digits: int, max_groups: int) -> tuple[pd.DataFrame, int]:
-    """Repeat buyers with a positive mean value grouped by (x, m_x to ``digits`` significant
-    digits), fewer digits until at most ``max_groups`` groups; returns (groups, digits)."""
+    """Repeat buyers with a positive mean value grouped by (x, m_x rounded to ``digits``
+    significant digits), each group at its rounded value, fewer digits until at most
+    ``max_groups`` groups; returns (groups, digits). (The rounded value, not the group's mean:
+    a mean of sums taken in another order differs in its last bits, and the fit with it.)"""
     buyers = summary.filter((F.col("x") > 0) & (F.col("m_x") > 0))
     while True:
         magnitude = F.pow(F.lit(10.0), F.floor(F.log10("m_x")) - (digits - 1))
         grouped = (buyers.groupBy("x", F.round(F.col("m_x") / magnitude).alias("_m"), magnitude.alias("_e"))
-                   .agg(F.avg("m_x").alias("m_x"), F.count("*").alias("weight")))
+                   .agg(F.count("*").alias("weight"))
+                   .withColumn("m_x", F.col("_m") * F.col("_e")))
         if grouped.count() <= max_groups or digits <= 1:
             return (grouped.select("x", "m_x", "weight").toPandas()
                     .sort_values(["x", "m_x"], ignore_index=True), digits)
