@@ -97,7 +97,9 @@ def purchase_days(order_lines: DataFrame, as_of: dt.date, start: dt.date | None 
     if start is not None:
         keep &= F.col(C.ORDER_DATE) > F.lit(start)
     return (filter_customer_lines(order_lines).filter(keep)
-            .groupBy(C.CUSTOMER_ID, C.ORDER_DATE).agg(F.sum(C.REVENUE).alias("value")))
+            # exact decimal sums: the same value whatever order Spark adds the lines in
+            .groupBy(C.CUSTOMER_ID, C.ORDER_DATE)
+            .agg(F.sum(F.col(C.REVENUE).cast("decimal(30,6)")).alias("value")))
 
 
 def summaries(days: DataFrame, as_of: dt.date, unit_days: float) -> DataFrame:
@@ -115,8 +117,8 @@ def summaries(days: DataFrame, as_of: dt.date, unit_days: float) -> DataFrame:
         (F.col("n") - 1).alias("x"),
         t_x_days.alias("t_x_days"), T_days.alias("T_days"),
         (t_x_days / F.lit(unit_days)).alias("t_x"), (T_days / F.lit(unit_days)).alias("T"),
-        F.when(F.col("n") > 1, (F.col("total") - F.col("first_value")) / (F.col("n") - 1))
-        .alias("m_x"))
+        F.when(F.col("n") > 1, ((F.col("total") - F.col("first_value")) / (F.col("n") - 1))
+               .cast("double")).alias("m_x"))
 
 
 def bgnbd_groups(summary: DataFrame, unit_days: float, max_groups: int) -> tuple[pd.DataFrame, int]:
