@@ -132,10 +132,12 @@ def bgnbd_groups(summary: DataFrame, unit_days: float, max_groups: int) -> tuple
                    # means of whole days (exact sums in any order), then in time units
                    .agg((F.avg("t_x_days") / F.lit(unit_days)).alias("t_x"),
                         (F.avg("T_days") / F.lit(unit_days)).alias("T"), F.count("*").alias("weight")))
-        if grouped.count() <= max_groups or grid >= 4096:
+        # one action, and never more than max_groups + 1 rows on the driver
+        groups = grouped.select("x", "t_x", "T", "weight")
+        groups = (groups if grid >= 4096 else groups.limit(max_groups + 1)).toPandas()
+        if len(groups) <= max_groups or grid >= 4096:
             # sorted: the likelihood sums in the same order in every run
-            return (grouped.select("x", "t_x", "T", "weight").toPandas()
-                    .sort_values(["x", "t_x", "T"], ignore_index=True), grid)
+            return groups.sort_values(["x", "t_x", "T"], ignore_index=True), grid
         grid *= 2
 
 
@@ -150,9 +152,10 @@ def gamma_gamma_groups(summary: DataFrame, digits: int, max_groups: int) -> tupl
         grouped = (buyers.groupBy("x", F.round(F.col("m_x") / magnitude).alias("_m"), magnitude.alias("_e"))
                    .agg(F.count("*").alias("weight"))
                    .withColumn("m_x", F.col("_m") * F.col("_e")))
-        if grouped.count() <= max_groups or digits <= 1:
-            return (grouped.select("x", "m_x", "weight").toPandas()
-                    .sort_values(["x", "m_x"], ignore_index=True), digits)
+        groups = grouped.select("x", "m_x", "weight")
+        groups = (groups if digits <= 1 else groups.limit(max_groups + 1)).toPandas()
+        if len(groups) <= max_groups or digits <= 1:
+            return groups.sort_values(["x", "m_x"], ignore_index=True), digits
         digits -= 1
 
 
