@@ -218,6 +218,8 @@ TABLES: dict[str, dict[str, tuple[list[str], dict]]] = {
     "segment": {"gold.customer_segments": (["customer_id"], {}),
                 "gold.segment_profiles": (["segment_id"], {}),
                 "gold.rfm_segments": ([C_ID], {})},
+    "value": {"gold.customer_value": ([C_ID], {}),
+              "gold.customer_value_metrics": (["scope", "model", "metric"], {})},
     "basket_rules": {"gold.association_rules": (["level", "antecedent", "consequent"], {}),
                      "gold.frequently_bought_together": (["level", "sku", "rank"], {})},
     "demand": {"gold.sku_daily_demand": (["sku", "date"], {})},
