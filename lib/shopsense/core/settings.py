@@ -213,6 +213,20 @@ class ValueSection(Section):
     penalty: PositiveFloat = 0.001
 
 
+class PropensitySection(Section):
+    window_days: PositiveInt = 30
+    classifier: Literal["logistic", "gbt"] = "logistic"
+    calibration: Literal["platt", "isotonic"] = "platt"
+    folds: Annotated[int, Field(ge=3)] = 5
+    max_iter: PositiveInt = 100
+    reg_param: NonNegativeFloat = 0.01
+    max_depth: PositiveInt = 4
+    step_size: Annotated[float, Field(gt=0, le=1)] = 0.1
+    seed: int = 7
+    model: Literal["auto", "bgnbd", "classifier"] = "auto"
+    min_class_customers: PositiveInt = 20
+
+
 class NamingSection(Section):
     recent_days: PositiveInt = 90
     new_tenure_days: PositiveInt = 90
@@ -453,6 +467,7 @@ class Settings(Section):
     features: FeaturesSection = FeaturesSection()
     segment: SegmentSection = SegmentSection()
     value: ValueSection = ValueSection()
+    propensity: PropensitySection = PropensitySection()
     basket_rules: BasketRulesSection = BasketRulesSection()
     demand: DemandSection = DemandSection()
     forecast: ForecastSection = ForecastSection()
