@@ -104,7 +104,8 @@ def test_customers_notebook_shows_the_pipeline_tables(spark, quick_pipeline, tmp
                       tmp_path,
                       export='{"profiles": profiles.to_dict("records"), "customer": customer,'
                              ' "metrics": metrics.to_dict("records"),'
-                             ' "top_sku": None if top_sku is None else top_sku["sku"]}')
+                             ' "top_sku": None if top_sku is None else top_sku["sku"],'
+                             ' "contact": contact.to_dict("records"), "top_n": top_n}')
     assert svg_outputs(nb) == 1  # the segment sizes chart
     profiles = tables.read_table(spark, conf, "gold.segment_profiles")
     columns = ["segment_name", "n_customers", "customer_share", "revenue_share"]
@@ -127,6 +128,12 @@ def test_customers_notebook_shows_the_pipeline_tables(spark, quick_pipeline, tmp
     fbt = tables.read_table(spark, conf, "gold.frequently_bought_together")
     top = fbt.orderBy(F.desc("lift"), "sku").first()
     assert got["top_sku"] == top["sku"]
+    # whom to contact: the top_n highest default-model probabilities, as the table has them
+    propensity = tables.read_table(spark, conf, "gold.purchase_propensity")
+    best = [r["p_purchase"] for r in propensity.orderBy(F.desc("p_purchase")).limit(got["top_n"]).collect()]
+    assert len(got["contact"]) == min(got["top_n"], propensity.count())
+    assert [c["p_purchase"] for c in got["contact"]] == best
+    assert {c["model"] for c in got["contact"]} <= {"bgnbd", "classifier"}
 
 
 def test_supply_notebook_shows_the_pipeline_tables(spark, quick_pipeline, tmp_path):

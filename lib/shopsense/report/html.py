@@ -1,7 +1,8 @@
 """``shopsense report``: one self-contained HTML file (inline SVG charts, no external files or
 scripts) showing what the gold tables say.
 
-Sections: the last run of each job; segment sizes and profiles; top association rules;
+Sections: the last run of each job; segment sizes and profiles; customer value per segment;
+purchase propensity (calibration on held-out customers, lift per decile); top association rules;
 recommendation metrics against the popularity baseline; forecast against actual demand with
 80/95% intervals for the top SKUs; the distribution of forecast accuracy; the ABC/XYZ matrix;
 the reorder list. A section whose table is missing says which job writes it.
@@ -32,6 +33,8 @@ from shopsense.core.runs import read_runs
 SECTIONS = (
     ("runs", "Job runs", "gold.job_runs", "any job"),
     ("segments", "Customer segments", "gold.segment_profiles", "segment"),
+    ("value", "Customer value by segment", "gold.customer_value", "value"),
+    ("propensity", "Who will buy in the next weeks", "gold.propensity_curves", "propensity"),
     ("rules", "Association rules", "gold.association_rules", "basket_rules"),
     ("recommend", "Recommendations against best-sellers", "gold.recommendation_metrics", "recommend"),
     ("forecast", "Forecast against actual demand", "gold.demand_forecast", "forecast"),
@@ -108,6 +111,59 @@ class Report:
         return chart + _table(["segment", "customers", "of customers", "of revenue", "median recency (days)",
                                "median orders", "median revenue", "median tenure (days)"],
                               rows, {1, 4, 5, 6, 7})
+
+    def value(self) -> str:
+        cv = self.read("gold.customer_value")
+        if tables.table_exists(self.spark, self.conf, "gold.customer_segments"):
+            seg = self.read("gold.customer_segments").select("customer_id", "segment_name")
+            cv = cv.join(seg, "customer_id", "left")
+        else:
+            cv = cv.withColumn("segment_name", F.lit("all customers"))
+        total = cv.agg(F.sum("clv_12m")).first()[0]
+        rows = (cv.groupBy(F.coalesce("segment_name", F.lit("(no segment)")).alias("segment"))
+                .agg(F.count("*").alias("n"), F.avg("p_alive").alias("p_alive"),
+                     F.avg("expected_purchases_365d").alias("purchases"),
+                     F.percentile_approx("clv_12m", [0.25, 0.5, 0.75, 0.9], 1000).alias("q"),
+                     F.avg("clv_12m").alias("mean"), F.sum("clv_12m").alias("sum"))
+                .orderBy(F.desc_nulls_last("mean"), "segment").collect())
+        chart = svg.bar_chart([r["segment"] for r in rows],
+                              {"mean 12-month CLV": [r["mean"] for r in rows],
+                               "median": [None if r["q"] is None else r["q"][1] for r in rows]},
+                              "Expected 12-month customer value per segment (discounted)")
+        table = _table(["segment", "customers", "mean P(alive)", "purchases next 365 days",
+                        "CLV 25%", "median", "75%", "90%", "mean", "of total CLV"],
+                       [[r["segment"], r["n"], r["p_alive"], r["purchases"],
+                         *(r["q"] or [None] * 4), r["mean"],
+                         _pct(r["sum"] / total if total and r["sum"] is not None else None)] for r in rows],
+                       set(range(1, 9)))
+        return ("<p>BG/NBD and Gamma-Gamma (the value job): the distribution of each segment's "
+                "expected value over the next 12 months.</p>" + chart + table)
+
+    def propensity(self) -> str:
+        curves = self.read("gold.propensity_curves").collect()
+        metrics = (self.read("gold.propensity_metrics").filter(F.col("metric").isin(
+            "auc", "average_precision", "brier", "ece", "lift_top_decile", "base_rate")).collect())
+        models = sorted({r["model"] for r in curves})
+        default = {r["model"] for r in metrics if r["is_default"]}
+        name = lambda m: f"{m} (default)" if m in default else m  # noqa: E731
+        calibration = svg.calibration_chart(
+            {name(m): [(r["mean_predicted"], r["observed_rate"], r["customers"]) for r in curves
+                       if r["model"] == m and r["kind"] == "calibration"] for m in models},
+            "Calibration on held-out customers: observed against predicted")
+        deciles = {m: {r["bin"]: r["lift"] for r in curves if r["model"] == m and r["kind"] == "decile"}
+                   for m in models}
+        lift = svg.bar_chart([f"decile {d}" for d in range(1, 11)],
+                             {name(m): [deciles[m].get(d) for d in range(1, 11)] for m in models},
+                             "Lift per decile of the score (1 = the highest scores)")
+        by = {(r["model"], r["metric"]): r["value"] for r in metrics}
+        keys = ["auc", "average_precision", "brier", "ece", "lift_top_decile"]
+        table = _table(["model", "AUC", "average precision", "Brier", "calibration error", "top-decile lift"],
+                       [[name(m), *[by.get((m, k)) for k in keys]] for m in models], {1, 2, 3, 4, 5})
+        cutoff = next((r["cutoff"] for r in metrics), None)
+        return (f"<p>The chance of a purchase in the next days, judged on who bought after {cutoff} "
+                f"(base rate {_pct(next((r['value'] for r in metrics if r['metric'] == 'base_rate'), None))}); "
+                f"gold.purchase_propensity holds every customer's, from the default model.</p>"
+                + table + calibration + lift)
 
     def rules(self) -> str:
         df = self.read("gold.association_rules")

@@ -196,3 +196,37 @@ def heatmap(rows: Sequence[str], cols: Sequence[str], values: dict[tuple[str, st
                         f'text-anchor="middle">{escape(labels.get((row, col), ""))}</text>')
             marks += 1
     return _svg(max(width, left + cell * len(cols) + 10), height, body, marks, title)
+
+
+def calibration_chart(series: dict[str, Sequence[tuple[float, float, float]]], title: str,
+                      width: int = 420, height: int = 320) -> str:
+    """Observed rate against mean predicted probability on [0, 1] × [0, 1], one line of points
+    per series ((predicted, observed, customers): the point's area grows with its customers),
+    and the diagonal of a perfectly calibrated model."""
+    left, bottom, right, top_pad = 45, 40, 130, 15
+    plot_w, plot_h = width - left - right, height - bottom - top_pad
+    x_of = lambda v: left + plot_w * v  # noqa: E731
+    y_of = lambda v: top_pad + plot_h * (1 - v)  # noqa: E731
+    most = max((n for s in series.values() for _, _, n in s), default=1.0) or 1.0
+    body = [f'<rect x="{left}" y="{top_pad}" width="{plot_w}" height="{plot_h}" fill="none" stroke="#999"/>',
+            f'<line x1="{x_of(0)}" y1="{y_of(0)}" x2="{x_of(1)}" y2="{y_of(1)}" stroke="#999" '
+            f'stroke-dasharray="4 3"/>']
+    for v in (0, 0.5, 1):
+        body.append(f'<text x="{x_of(v):.1f}" y="{height - bottom + 14}" text-anchor="middle">{_fmt(v)}</text>'
+                    f'<text x="{left - 6}" y="{y_of(v) + 4:.1f}" text-anchor="end">{_fmt(v)}</text>')
+    body.append(f'<text x="{left + plot_w / 2}" y="{height - 6}" text-anchor="middle">mean predicted</text>')
+    marks = 0
+    for j, (name, points) in enumerate(series.items()):
+        colour = PALETTE[j % len(PALETTE)]
+        pts = sorted(points)
+        if len(pts) > 1:
+            path = " ".join(f"{x_of(p):.1f},{y_of(o):.1f}" for p, o, _ in pts)
+            body.append(f'<polyline points="{path}" fill="none" stroke="{colour}" stroke-width="1.5"/>')
+        for p, o, n in pts:
+            r = 2 + 5 * math.sqrt(n / most)
+            body.append(f'<circle class="mark" cx="{x_of(p):.1f}" cy="{y_of(o):.1f}" r="{r:.1f}" fill="{colour}">'
+                        f'<title>{escape(name)}: predicted {_fmt(p)}, observed {_fmt(o)}, {int(n):,} customers'
+                        f'</title></circle>')
+            marks += 1
+    body += _legend(list(series), width - right + 10, top_pad)
+    return _svg(width, height, body, marks, title)
