@@ -187,7 +187,7 @@ def bgnbd_probability(run: JobRun | None, lines: DataFrame, day: dt.date, settin
     unit = settings.time_unit_days
     summary = value.summaries(value.purchase_days(lines, day), day, unit)
     try:
-        bgnbd, _, _ = value.fit_models(run, summary, settings)
+        bgnbd, _ = value.fit_bgnbd(run, summary, settings)
     except M.ModelNotIdentified as exc:
         return None, f"BG/NBD as of {day}: {exc}"
     params, t = dict(bgnbd.params), window_days / unit

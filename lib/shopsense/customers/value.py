@@ -209,13 +209,19 @@ def fit_with_retry(run: JobRun | None, what: str, fit, penalty: float) -> M.Fit:
     return retried
 
 
-def fit_models(run: JobRun | None, summary: DataFrame, settings: ValueSection
-               ) -> tuple[M.Fit, M.Fit | None, dict]:
-    """(BG/NBD fit, Gamma-Gamma fit or None with the reason in info, info: group counts, grids)."""
+def fit_bgnbd(run: JobRun | None, summary: DataFrame, settings: ValueSection) -> tuple[M.Fit, dict]:
+    """(BG/NBD fit, info: its group count and grid) on the grouped summaries, with the retry."""
     groups, grid = bgnbd_groups(summary, settings.time_unit_days, settings.max_fit_groups)
     info = {"bgnbd_groups": len(groups), "bgnbd_grid_days": grid}
     bgnbd = fit_with_retry(run, "BG/NBD", lambda pen: M.fit_bgnbd(
         groups["x"], groups["t_x"], groups["T"], groups["weight"], penalty=pen), settings.penalty)
+    return bgnbd, info
+
+
+def fit_models(run: JobRun | None, summary: DataFrame, settings: ValueSection
+               ) -> tuple[M.Fit, M.Fit | None, dict]:
+    """(BG/NBD fit, Gamma-Gamma fit or None with the reason in info, info: group counts, grids)."""
+    bgnbd, info = fit_bgnbd(run, summary, settings)
     values, digits = gamma_gamma_groups(summary, settings.value_digits, settings.max_fit_groups)
     info.update(gamma_gamma_groups=len(values), gamma_gamma_digits=digits)
     try:
@@ -281,7 +287,7 @@ def holdout_metrics(lines: DataFrame, as_of: dt.date, settings: ValueSection,
     unit = settings.time_unit_days
     calibration = summaries(purchase_days(lines, cut), cut, unit)
     try:
-        bgnbd, _, _ = fit_models(None, calibration, settings)
+        bgnbd, _ = fit_bgnbd(None, calibration, settings)
     except M.ModelNotIdentified as exc:
         if run is not None:
             run.note(f"no hold-out: as of {cut} {exc}")
