@@ -23,7 +23,7 @@ pytestmark = pytest.mark.slow
 
 #: Every table a full run writes.
 GOLD = ["gold.customer_features", "gold.customer_segments", "gold.segment_profiles",
-        "gold.rfm_segments", "gold.customer_value", "gold.customer_value_metrics",
+        "gold.rfm_segments", "gold.segment_transitions", "gold.segment_mix", "gold.customer_value", "gold.customer_value_metrics",
         "gold.association_rules", "gold.frequently_bought_together", "gold.sku_daily_demand",
         "gold.demand_forecast", "gold.forecast_accuracy", "gold.forecast_accuracy_summary",
         "gold.recommendations", "gold.recommendation_metrics", "gold.inventory_policy",
