@@ -1,6 +1,6 @@
 """A sample with planted segment migration: customers that move between behaviour states from one
 calendar month to the next with known probabilities (a Markov chain), for the migration job's
-recovery test (docs/segment.md, "Segment migration").
+recovery test (docs/migration.md).
 
 The main generator (:mod:`shopsense.ingest.sample`) plants groups that keep their behaviour for
 the whole period, which is what the segment job must recover; this one is separate so that every
