@@ -288,9 +288,10 @@ def mix_table(states: DataFrame, pooled: pd.DataFrame, n_periods: int, last_end:
 
 def run(spark: SparkSession, conf: Conf) -> dict:
     """The migration job: silver.order_lines + the saved segment model -> gold.segment_transitions
-    and gold.segment_mix. Returns the run summary; metrics: periods, customers (at the last
-    period end), new_customers, stay_share (pooled share of customers already there that kept
-    their segment). Raises MigrationError when the segment job has saved no model."""
+    and gold.segment_mix. Returns the run summary (rows in: the customers' states, one per
+    customer and period end); metrics: periods, customers (at the last period end),
+    new_customers, stay_share (pooled share of customers already there that kept their
+    segment). Raises MigrationError when the segment job has saved no model."""
     params = MigrationParams.from_conf(conf)
     path = SG.model_path(conf)
     with JobRun(spark, conf, "migration", {**conf.migration.model_dump(),
@@ -302,6 +303,7 @@ def run(spark: SparkSession, conf: Conf) -> dict:
         ends = period_ends(run.as_of(), params.period, params.periods, params.period_days)
         states = period_states(lines, model, ends, params.window_days).cache()
         try:
+            run.rows_in = states.count()  # customer-period states (this fills the cache)
             run.rows_out = run.write(transition_table(states, ends), "gold.segment_transitions")
             pooled = pooled_counts(run.read_output("gold.segment_transitions"))
             next_end = next_period_end(ends[-1], params.period, params.period_days)
