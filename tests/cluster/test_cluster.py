@@ -218,6 +218,8 @@ TABLES: dict[str, dict[str, tuple[list[str], dict]]] = {
     "segment": {"gold.customer_segments": (["customer_id"], {}),
                 "gold.segment_profiles": (["segment_id"], {}),
                 "gold.rfm_segments": ([C_ID], {})},
+    "migration": {"gold.segment_transitions": (["scope", "period_end", "from_segment", "to_segment"], {}),
+                  "gold.segment_mix": (["period_end", "kind", "segment"], {})},
     "value": {"gold.customer_value": ([C_ID], {}),
               "gold.customer_value_metrics": (["scope", "model", "metric"], {})},
     "propensity": {"gold.purchase_propensity": ([C_ID], {}),

@@ -54,13 +54,14 @@ LIGHT = ("segment.k=4", "recommend.grid.alpha=[10.0]", "recommend.als.max_iter=3
          "forecast.active_days=7")
 
 #: The jobs of `run(spark, conf, "all")`.
-JOBS = ("ingest", "features", "segment", "value", "propensity", "basket_rules", "demand", "forecast",
-        "recommend", "inventory")
+JOBS = ("ingest", "features", "segment", "migration", "value", "propensity", "basket_rules", "demand",
+        "forecast", "recommend", "inventory")
 
 #: Every table the jobs write under gold/, by the job that writes it.
 GOLD = {
     "features": ["gold.customer_features"],
     "segment": ["gold.customer_segments", "gold.segment_profiles", "gold.rfm_segments"],
+    "migration": ["gold.segment_transitions", "gold.segment_mix"],
     "value": ["gold.customer_value", "gold.customer_value_metrics"],
     "propensity": ["gold.purchase_propensity", "gold.propensity_metrics", "gold.propensity_curves"],
     "basket_rules": ["gold.association_rules", "gold.frequently_bought_together"],

@@ -23,8 +23,9 @@ pytestmark = pytest.mark.slow
 
 #: Every table a full run writes.
 GOLD = ["gold.customer_features", "gold.customer_segments", "gold.segment_profiles",
-        "gold.rfm_segments", "gold.customer_value", "gold.customer_value_metrics",
-        "gold.purchase_propensity", "gold.propensity_metrics", "gold.propensity_curves",
+        "gold.rfm_segments", "gold.segment_transitions", "gold.segment_mix", "gold.customer_value",
+        "gold.customer_value_metrics", "gold.purchase_propensity", "gold.propensity_metrics",
+        "gold.propensity_curves",
         "gold.association_rules", "gold.frequently_bought_together", "gold.sku_daily_demand",
         "gold.demand_forecast", "gold.forecast_accuracy", "gold.forecast_accuracy_summary",
         "gold.recommendations", "gold.recommendation_metrics", "gold.inventory_policy",

@@ -265,6 +265,14 @@ class SegmentSection(Section):
         return self
 
 
+class MigrationSection(Section):
+    # "month": calendar month ends; "days": as_of, as_of - period_days, as_of - 2 x period_days, ...
+    period: Literal["month", "days"] = "month"
+    period_days: PositiveInt = 28
+    # Transitions counted: segments are assigned at periods + 1 period ends up to as_of.
+    periods: Annotated[int, Field(ge=1, le=120)] = 6
+
+
 # --- baskets ------------------------------------------------------------------------------------
 
 class FrequentlyBoughtTogether(Section):
@@ -466,6 +474,7 @@ class Settings(Section):
     sources: dict[str, SourceSpec] = {}
     features: FeaturesSection = FeaturesSection()
     segment: SegmentSection = SegmentSection()
+    migration: MigrationSection = MigrationSection()
     value: ValueSection = ValueSection()
     propensity: PropensitySection = PropensitySection()
     basket_rules: BasketRulesSection = BasketRulesSection()

@@ -125,6 +125,8 @@ REGISTRY: dict[str, str | None] = {
     "gold.customer_segments": "shopsense.customers.segments:CUSTOMER_SEGMENTS",
     "gold.segment_profiles": "shopsense.customers.segments:SEGMENT_PROFILES",
     "gold.rfm_segments": "shopsense.customers.rfm:RFM_SEGMENTS",
+    "gold.segment_transitions": "shopsense.customers.migration:SEGMENT_TRANSITIONS",
+    "gold.segment_mix": "shopsense.customers.migration:SEGMENT_MIX",
     "gold.customer_value": "shopsense.customers.value:CUSTOMER_VALUE",
     "gold.customer_value_metrics": "shopsense.customers.value:CUSTOMER_VALUE_METRICS",
     "gold.purchase_propensity": "shopsense.customers.propensity:PURCHASE_PROPENSITY",
