@@ -159,10 +159,38 @@ class InventorySpec(FileSpec):
     CANONICAL: ClassVar[tuple[str, ...]] = C.INVENTORY_COLUMNS
 
 
+class EventsSpec(FileSpec):
+    """A customer events export (views, add-to-cart, purchases), one row per event."""
+
+    CANONICAL: ClassVar[tuple[str, ...]] = C.EVENT_COLUMNS
+
+    # The export's own value of each canonical event type (``add_to_cart: addtocart``); a type
+    # left out is expected under its canonical name. Values compare trimmed and lower-cased.
+    event_types: dict[str, str] = {}
+
+    @field_validator("event_types")
+    @classmethod
+    def _canonical_types(cls, value: dict[str, str]) -> dict[str, str]:
+        for canon in value:
+            if canon not in C.EVENT_TYPES:
+                raise ValueError(f".{canon}: {canon!r} is not an event type (expected one of "
+                                 f"{', '.join(C.EVENT_TYPES)})")
+        spellings = [v.strip().lower() for v in value.values()]
+        if len(set(spellings)) < len(spellings):
+            raise ValueError(f"two event types have the same source value: {value}")
+        return value
+
+    @property
+    def type_values(self) -> dict[str, str]:
+        """Source value (trimmed, lower-case) -> canonical event type."""
+        return {self.event_types.get(t, t).strip().lower(): t for t in C.EVENT_TYPES}
+
+
 class SourceSpec(Section):
     orders: OrdersSpec
     catalogue: CatalogueSpec | None = None
     inventory: InventorySpec | None = None
+    events: EventsSpec | None = None
     # True only for the generated sample: its ids are made up, so the fixed development key
     # pseudonymises them (and tests can join the planted truth).
     generated: bool = False

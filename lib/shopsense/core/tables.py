@@ -121,6 +121,7 @@ REGISTRY: dict[str, str | None] = {
     "silver.quarantine": "shopsense.core.tables:QUARANTINE",
     "silver.products": "shopsense.core.tables:PRODUCTS",
     "silver.inventory": "shopsense.core.tables:INVENTORY",
+    "silver.events": "shopsense.ingest.events:EVENTS",
     "gold.customer_features": "shopsense.customers.features:CUSTOMER_FEATURES",
     "gold.customer_segments": "shopsense.customers.segments:CUSTOMER_SEGMENTS",
     "gold.segment_profiles": "shopsense.customers.segments:SEGMENT_PROFILES",
