@@ -230,6 +230,24 @@ class FeaturesSection(Section):
     window_days: PositiveInt | None = None
 
 
+class JourneySection(Section):
+    # Only events of the last window_days days up to as_of count; null: all up to as_of.
+    window_days: PositiveInt | None = None
+    # The funnel's steps, in order: event types; events of other types are left out.
+    steps: Annotated[list[str], Field(min_length=2)] = list(C.EVENT_TYPES)
+
+    @field_validator("steps")
+    @classmethod
+    def _known_steps(cls, value: list[str]) -> list[str]:
+        unknown = [s for s in value if s not in C.EVENT_TYPES]
+        if unknown:
+            raise ValueError(f"{unknown} are not event types (expected some of "
+                             f"{', '.join(C.EVENT_TYPES)})")
+        if len(set(value)) < len(value):
+            raise ValueError(f"a step is listed twice: {value}")
+        return value
+
+
 class ValueSection(Section):
     time_unit_days: PositiveFloat = 7.0
     propensity_days: PositiveInt = 30
@@ -481,6 +499,7 @@ class Settings(Section):
     features: FeaturesSection = FeaturesSection()
     segment: SegmentSection = SegmentSection()
     value: ValueSection = ValueSection()
+    journey: JourneySection = JourneySection()
     basket_rules: BasketRulesSection = BasketRulesSection()
     demand: DemandSection = DemandSection()
     forecast: ForecastSection = ForecastSection()

@@ -128,6 +128,8 @@ REGISTRY: dict[str, str | None] = {
     "gold.rfm_segments": "shopsense.customers.rfm:RFM_SEGMENTS",
     "gold.customer_value": "shopsense.customers.value:CUSTOMER_VALUE",
     "gold.customer_value_metrics": "shopsense.customers.value:CUSTOMER_VALUE_METRICS",
+    "gold.journey_funnel": "shopsense.customers.journey:JOURNEY_FUNNEL",
+    "gold.journey_transitions": "shopsense.customers.journey:JOURNEY_TRANSITIONS",
     "gold.association_rules": "shopsense.baskets.rules:ASSOCIATION_RULES",
     "gold.frequently_bought_together": "shopsense.baskets.rules:FREQUENTLY_BOUGHT_TOGETHER",
     "gold.sku_daily_demand": "shopsense.supply.demand:SKU_DAILY_DEMAND",
