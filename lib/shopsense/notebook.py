@@ -28,7 +28,8 @@ def sample_overrides(out_dir: str | Path) -> list[str]:
     from there (orders, catalogue, inventory, events)."""
     out = resolve_path(str(out_dir))
     return [f"sample.out_dir={out}",
-            *(f"sources.sample.{name}.path={out}/{name}" for name in ("orders", "catalogue", "inventory", "events"))]
+            *(f"sources.sample.{name}.path={out}/{name}"
+              for name in ("orders", "catalogue", "inventory", "events"))]
 
 
 def _overlay(name: str | Path) -> Path:

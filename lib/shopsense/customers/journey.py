@@ -104,10 +104,12 @@ def funnel(depths: DataFrame, steps: list[str], as_of: dt.date, start: dt.date |
     session reached included (zero sessions)."""
     spark = depths.sparkSession
     reached = (depths.filter(F.col("depth") > 0)
-               .select(C.SESSION_ID, C.CUSTOMER_ID, F.explode(F.sequence(F.lit(1), F.col("depth"))).alias(STEP_INDEX))
+               .select(C.SESSION_ID, C.CUSTOMER_ID,
+                       F.explode(F.sequence(F.lit(1), F.col("depth"))).alias(STEP_INDEX))
                .groupBy(STEP_INDEX)
                .agg(F.count("*").alias("sessions"), F.count_distinct(C.CUSTOMER_ID).alias("customers")))
-    all_steps = spark.createDataFrame([(i + 1, s) for i, s in enumerate(steps)], f"{STEP_INDEX} int, step string")
+    all_steps = spark.createDataFrame([(i + 1, s) for i, s in enumerate(steps)],
+                                      f"{STEP_INDEX} int, step string")
     order = Window.orderBy(STEP_INDEX)   # a row per step: one partition is right
     counts = (all_steps.join(reached, STEP_INDEX, "left")
               .select(STEP_INDEX, "step", F.coalesce("sessions", F.lit(0)).alias("sessions"),

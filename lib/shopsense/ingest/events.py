@@ -78,7 +78,8 @@ def event_reason(fields: dict[str, Column], malformed: Column, undecodable: Colu
         (f[C.EVENT_TYPE].isNull(), "unknown_event_type"),
         (f["event_at_text"].isNull(), "missing_event_time"),
         (f[C.EVENT_AT].isNull(), "unparsable_event_time"),
-        (f[C.EVENT_AT] < F.lit(dt.datetime.combine(rules.earliest_date, dt.time())), "event_time_before_floor"),
+        (f[C.EVENT_AT] < F.lit(dt.datetime.combine(rules.earliest_date, dt.time())),
+         "event_time_before_floor"),
         (f[C.EVENT_AT] > F.lit(latest), "future_event_time"),
     ]
     assert tuple(reason for _, reason in checks) == EVENT_REASONS
@@ -107,7 +108,8 @@ def with_event_canonical(df: DataFrame, mapping: dict[str, str | None], spec: Ev
     # typed where it parsed, else the marked raw text: the same event in any formatting, one key
     content = [F.lit("event"), texts[C.SESSION_ID], F.col("_customer"), texts[C.SKU],
                F.coalesce(F.col("_type"), F.concat(F.lit("text:"), texts[C.EVENT_TYPE])),
-               F.coalesce(F.unix_micros(F.col("_at")).cast("string"), F.concat(F.lit("text:"), texts[C.EVENT_AT]))]
+               F.coalesce(F.unix_micros(F.col("_at")).cast("string"),
+                          F.concat(F.lit("text:"), texts[C.EVENT_AT]))]
     event_id = F.sha2(F.concat_ws("\u0001", *[F.coalesce(c, F.lit("\u0000")) for c in content]), 256)
     raw_values = F.when(malformed, F.to_json(F.struct(F.lit(True).alias("malformed_record")))).otherwise(
         F.to_json(F.struct(texts[C.SESSION_ID].alias(C.SESSION_ID), F.col("_customer").alias(C.CUSTOMER_ID),
@@ -152,7 +154,8 @@ def stage(run: JobRun, source_name: str, source: SourceSpec, key: bytes, staging
     mapping = column_mapping(raw, spec, C.EVENT_COLUMNS, (), what)
     with_row_hash(raw).write.mode("overwrite").parquet(f"{staging}/events_raw")
     staged_raw = spark.read.parquet(f"{staging}/events_raw")
-    events = with_event_canonical(staged_raw, mapping, spec, key, run.computed_at, run.conf.ingest.plausibility)
+    events = with_event_canonical(staged_raw, mapping, spec, key, run.computed_at,
+                                  run.conf.ingest.plausibility)
     dedupe(events).write.mode("overwrite").parquet(f"{staging}/events_classified")
     classified = spark.read.parquet(f"{staging}/events_classified")
     records = {r[C.SOURCE_FILE]: int(r["count"]) for r in staged_raw.groupBy(C.SOURCE_FILE).count().collect()}
@@ -193,7 +196,8 @@ def write(run: JobRun, staged: StagedEvents | None, source_name: str) -> None:
         return
     if staged.classified is not None:
         files = sorted(staged.records)
-        bronze = run.stamp(staged.raw.withColumn("source_name", F.lit(source_name)), bronze_table(source_name))
+        bronze = run.stamp(staged.raw.withColumn("source_name", F.lit(source_name)),
+                           bronze_table(source_name))
         condition = f"{C.SOURCE_FILE} IN ({', '.join(tables.sql_string(f) for f in files)})"
         tables.replace_where(bronze, run.conf, bronze_table(source_name), condition)
         changed = staged.plan.changed

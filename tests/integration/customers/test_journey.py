@@ -82,8 +82,10 @@ def test_nothing_depends_on_an_event_after_as_of(spark, tmp_path):
     assert funnel[0]["window_start"] == as_of - dt.timedelta(days=29) and funnel[0][C.AS_OF] == as_of
     # the funnel counted straight from the events of the window
     window = events.filter(F.col(C.EVENT_DATE).between(as_of - dt.timedelta(days=29), as_of))
-    has = window.groupBy(C.SESSION_ID).agg(*[F.max((F.col(C.EVENT_TYPE) == s).cast("int")).alias(s) for s in STEPS])
-    expected = [has.filter(" AND ".join(f"{s} = 1" for s in STEPS[:k + 1])).count() for k in range(len(STEPS))]
+    has = window.groupBy(C.SESSION_ID).agg(
+        *[F.max((F.col(C.EVENT_TYPE) == s).cast("int")).alias(s) for s in STEPS])
+    expected = [has.filter(" AND ".join(f"{s} = 1" for s in STEPS[:k + 1])).count()
+                for k in range(len(STEPS))]
     assert [r["sessions"] for r in funnel] == expected
     transitions = tables.read_table(spark, cut, "gold.journey_transitions")
     sums = {r[0]: r[1] for r in transitions.groupBy("from_step").agg(F.sum("probability")).collect()}

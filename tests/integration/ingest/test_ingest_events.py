@@ -60,7 +60,8 @@ def test_events_are_accounted_for_quarantined_with_reasons_and_join_orders(spark
     assert events.filter(F.col("customer_id").isNull()).count() == 1
     assert events.filter(F.col("customer_id").contains("17850")).count() == 0
     lines = tables.read_table(spark, conf, "silver.order_lines")
-    joined = events.select("customer_id").distinct().join(lines.select("customer_id").distinct(), "customer_id")
+    joined = events.select("customer_id").distinct().join(lines.select("customer_id").distinct(),
+                                                          "customer_id")
     assert joined.count() == 1   # 17850's pseudonym: the same in events and order lines
 
     full = shop_conf(conf_factory, tmp_path, orders, "ingest.incremental=false",
@@ -74,7 +75,8 @@ def test_sample_events_are_ingested_whole_and_join_the_orders(spark, conf_factor
     out = tmp_path / "sample"
     conf = conf_factory(f"sample.out_dir={out}", "sample.n_customers=150", "sample.n_skus=40",
                         "sample.n_days=60", "ingest.source=sample",
-                        *(f"sources.sample.{n}.path={out}/{n}" for n in ("orders", "catalogue", "inventory", "events")))
+                        *(f"sources.sample.{n}.path={out}/{n}"
+                          for n in ("orders", "catalogue", "inventory", "events")))
     generated = sample.run(spark, conf)["metrics"]
     assert generated["rows_events"] > 0
     m = ingest.run(spark, conf)["metrics"]
