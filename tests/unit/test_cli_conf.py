@@ -12,6 +12,7 @@ BAD = {
     "ingest": ("ingest.source", "shop", "ingest.source names 'shop', which is not among sources"),
     "features": ("features.window_days", "0", "must be >= 1, got 0"),
     "segment": ("segment.k", "1", "must be >= 2, got 1"),
+    "journey": ("journey.steps", "[view, checkout]", "['checkout'] are not event types"),
     "basket_rules": ("basket_rules.min_confidence", "2", "must be <= 1.0, got 2"),
     "demand": ("demand.promo_discount", "1.5", "must be < 1.0, got 1.5"),
     "forecast": ("forecast.intermittent_method", "ses", "must be one of tsb, croston, got 'ses'"),

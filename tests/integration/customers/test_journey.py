@@ -8,6 +8,7 @@ import math
 
 import pytest
 from pyspark.sql import functions as F
+from pyspark.testing import assertDataFrameEqual
 
 from shopsense.core import columns as C
 from shopsense.core import tables
@@ -38,6 +39,36 @@ def silver_events(generated):
 
 def last_day(spec: SampleSpec) -> dt.date:
     return dt.date.fromisoformat(spec.start_date) + dt.timedelta(days=spec.n_days - 1)
+
+
+def test_funnel_and_transitions_of_a_few_sessions(spark):
+    """A full funnel (a), views only (b: two at the same second, ordered by SKU), an anonymous
+    purchase without a view (c), a purchase without a cart (d), and events after as_of (e)."""
+    day, later = "2024-03-01", "2024-03-02"
+    rows = [("a", "c1", "s1", "view", f"{day} 10:00:00"), ("a", "c1", "s1", "add_to_cart", f"{day} 10:01:00"),
+            ("a", "c1", "s1", "purchase", f"{day} 10:05:00"),
+            ("b", "c1", "s3", "view", f"{day} 11:00:00"), ("b", "c1", "s2", "view", f"{day} 11:00:00"),
+            ("c", None, "s1", "purchase", f"{day} 12:00:00"),
+            ("d", "c2", "s1", "view", f"{day} 13:00:00"), ("d", "c2", "s1", "purchase", f"{day} 13:02:00"),
+            ("e", "c2", "s1", "view", f"{later} 09:00:00"),
+            ("e", "c2", "s1", "add_to_cart", f"{later} 09:01:00")]
+    generated = spark.createDataFrame(rows, "session_id string, customer_id string, sku string, "
+                                            "event_type string, event_at string").withColumn(
+        C.EVENT_AT, F.to_timestamp(C.EVENT_AT))
+    as_of = dt.date.fromisoformat(day)
+    events = journey.filter_window(silver_events(generated), as_of, None, STEPS)
+    funnel = journey.funnel(journey.session_depths(events, 3), STEPS, as_of, None)
+    assertDataFrameEqual(funnel.drop(C.AS_OF, "window_start"), spark.createDataFrame([
+        (1, "view", 3, 2, 1.0, None, 1.0), (2, "add_to_cart", 1, 1, 1 / 3, 1 / 3, 0.5),
+        (3, "purchase", 1, 1, 1 / 3, 1.0, 0.5)],
+        "step_index int, step string, sessions bigint, customers bigint, share_of_first double, "
+        "step_conversion double, customer_share_of_first double"))
+    assertDataFrameEqual(journey.transitions(events, as_of).drop(C.AS_OF), spark.createDataFrame([
+        ("start", "view", 3, 3, 0.75), ("start", "purchase", 1, 1, 0.25),
+        ("view", "add_to_cart", 1, 1, 0.25), ("view", "view", 1, 1, 0.25), ("view", "exit", 1, 1, 0.25),
+        ("view", "purchase", 1, 1, 0.25), ("add_to_cart", "purchase", 1, 1, 1.0),
+        ("purchase", "exit", 3, 3, 1.0)],
+        "from_step string, to_step string, transitions bigint, sessions bigint, probability double"))
 
 
 @pytest.mark.parametrize("seed", SEEDS)
