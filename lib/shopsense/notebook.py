@@ -25,10 +25,11 @@ from shopsense.core.config import Conf, conf_dir, load_conf, resolve_path
 
 def sample_overrides(out_dir: str | Path) -> list[str]:
     """Overrides that make the `sample` job write to ``out_dir`` and the `sample` source read
-    from there (orders, catalogue, inventory)."""
+    from there (orders, catalogue, inventory, events)."""
     out = resolve_path(str(out_dir))
     return [f"sample.out_dir={out}",
-            *(f"sources.sample.{name}.path={out}/{name}" for name in ("orders", "catalogue", "inventory"))]
+            *(f"sources.sample.{name}.path={out}/{name}"
+              for name in ("orders", "catalogue", "inventory", "events"))]
 
 
 def _overlay(name: str | Path) -> Path:

@@ -24,13 +24,14 @@ class Job:
 
 # In dependency order. `sample` is not part of `all`: it makes raw files, it does not read tables.
 JOBS: dict[str, Job] = {job.name: job for job in (
-    Job("sample", "shopsense.ingest.sample", (), "generate sample raw files (orders, catalogue, inventory, planted truth)"),
-    Job("ingest", "shopsense.ingest.batch", (), "raw files -> bronze.<source>_orders, silver.order_lines, silver.quarantine, silver.products, silver.ingested_files"),
+    Job("sample", "shopsense.ingest.sample", (), "generate sample raw files (orders, catalogue, inventory, events, planted truth)"),
+    Job("ingest", "shopsense.ingest.batch", (), "raw files -> bronze.<source>_orders, silver.order_lines, silver.quarantine, silver.products, silver.inventory, silver.events, silver.ingested_files"),
     Job("features", "shopsense.customers.features", ("ingest",), "silver.order_lines -> gold.customer_features (recency, frequency, monetary, ...)"),
     Job("segment", "shopsense.customers.segments", ("features",), "gold.customer_features -> KMeans segments: gold.customer_segments, gold.segment_profiles, models/segment"),
     Job("migration", "shopsense.customers.migration", ("segment",), "silver.order_lines + models/segment -> segments at each month end: gold.segment_transitions (from, to, customers, probability), gold.segment_mix (observed and projected)"),
     Job("value", "shopsense.customers.value", ("ingest",), "silver.order_lines -> gold.customer_value (BG/NBD + Gamma-Gamma: P(alive), expected purchases, P(buy in 30 days), CLV), gold.customer_value_metrics"),
     Job("propensity", "shopsense.customers.propensity", ("ingest",), "silver.order_lines -> gold.purchase_propensity (P(buy in 30 days): BG/NBD and a calibrated MLlib classifier, out-of-time), gold.propensity_metrics, gold.propensity_curves"),
+    Job("journey", "shopsense.customers.journey", ("ingest",), "silver.events -> gold.journey_funnel (sessions and customers per step, conversion), gold.journey_transitions (step to step, exits); nothing without an events file"),
     Job("basket_rules", "shopsense.baskets.rules", ("ingest",), "silver.order_lines -> gold.association_rules, gold.frequently_bought_together (level-wise counting or FP-growth)"),
     Job("demand", "shopsense.supply.demand", ("ingest",), "silver.order_lines -> gold.sku_daily_demand (net units per SKU per day, zero-filled, price and promo flag)"),
     Job("forecast", "shopsense.supply.forecast", ("demand",), "gold.sku_daily_demand -> gold.demand_forecast, gold.forecast_accuracy, gold.forecast_accuracy_summary (per-SKU ARIMA/TSB, backtests)"),

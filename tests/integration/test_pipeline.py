@@ -25,12 +25,12 @@ pytestmark = pytest.mark.slow
 GOLD = ["gold.customer_features", "gold.customer_segments", "gold.segment_profiles",
         "gold.rfm_segments", "gold.segment_transitions", "gold.segment_mix", "gold.customer_value",
         "gold.customer_value_metrics", "gold.purchase_propensity", "gold.propensity_metrics",
-        "gold.propensity_curves",
+        "gold.propensity_curves", "gold.journey_funnel", "gold.journey_transitions",
         "gold.association_rules", "gold.frequently_bought_together", "gold.sku_daily_demand",
         "gold.demand_forecast", "gold.forecast_accuracy", "gold.forecast_accuracy_summary",
         "gold.recommendations", "gold.recommendation_metrics", "gold.inventory_policy",
         "gold.inventory_simulation"]
-SILVER = ["silver.order_lines", "silver.quarantine", "silver.products", "silver.inventory"]
+SILVER = ["silver.order_lines", "silver.quarantine", "silver.products", "silver.inventory", "silver.events"]
 #: The jobs on forecast's path, and the tables they write besides silver.
 FORECAST_PATH = ("ingest", "demand", "forecast", "inventory")
 FORECAST_PATH_GOLD = ["gold.sku_daily_demand", "gold.demand_forecast", "gold.forecast_accuracy",

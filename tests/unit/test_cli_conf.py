@@ -14,6 +14,7 @@ BAD = {
     "segment": ("segment.k", "1", "must be >= 2, got 1"),
     "value": ("value.annual_discount_rate", "-0.1", "must be >= 0.0, got -0.1"),
     "propensity": ("propensity.folds", "2", "must be >= 3, got 2"),
+    "journey": ("journey.steps", "[view, checkout]", "['checkout'] are not event types"),
     "basket_rules": ("basket_rules.min_confidence", "2", "must be <= 1.0, got 2"),
     "demand": ("demand.promo_discount", "1.5", "must be < 1.0, got 1.5"),
     "forecast": ("forecast.intermittent_method", "ses", "must be one of tsb, croston, got 'ses'"),

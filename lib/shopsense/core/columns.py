@@ -77,3 +77,16 @@ MEAN_DAYS_BETWEEN_ORDERS = "mean_days_between_orders"
 NUMERIC_FEATURES = (RECENCY_DAYS, FREQUENCY, MONETARY, SALES_REVENUE, RETURNED_REVENUE,
                     TENURE_DAYS, AVG_ORDER_VALUE, ITEMS_PER_ORDER, RETURN_RATE, DISTINCT_SKUS,
                     DISTINCT_CATEGORIES, MEAN_DAYS_BETWEEN_ORDERS)
+
+# Customer events (optional input): one row per view, add-to-cart or purchase of a session.
+EVENT_ID = "event_id"
+SESSION_ID = "session_id"
+EVENT_TYPE = "event_type"
+EVENT_AT = "event_at"
+EVENT_DATE = "event_date"
+EVENT_COLUMNS = (SESSION_ID, CUSTOMER_ID, SKU, EVENT_TYPE, EVENT_AT)
+# The event types, in funnel order: the canonical values of event_type.
+VIEW = "view"
+ADD_TO_CART = "add_to_cart"
+PURCHASE = "purchase"
+EVENT_TYPES = (VIEW, ADD_TO_CART, PURCHASE)

@@ -159,10 +159,38 @@ class InventorySpec(FileSpec):
     CANONICAL: ClassVar[tuple[str, ...]] = C.INVENTORY_COLUMNS
 
 
+class EventsSpec(FileSpec):
+    """A customer events export (views, add-to-cart, purchases), one row per event."""
+
+    CANONICAL: ClassVar[tuple[str, ...]] = C.EVENT_COLUMNS
+
+    # The export's own value of each canonical event type (``add_to_cart: addtocart``); a type
+    # left out is expected under its canonical name. Values compare trimmed and lower-cased.
+    event_types: dict[str, str] = {}
+
+    @field_validator("event_types")
+    @classmethod
+    def _canonical_types(cls, value: dict[str, str]) -> dict[str, str]:
+        for canon in value:
+            if canon not in C.EVENT_TYPES:
+                raise ValueError(f".{canon}: {canon!r} is not an event type (expected one of "
+                                 f"{', '.join(C.EVENT_TYPES)})")
+        spellings = [v.strip().lower() for v in value.values()]
+        if len(set(spellings)) < len(spellings):
+            raise ValueError(f"two event types have the same source value: {value}")
+        return value
+
+    @property
+    def type_values(self) -> dict[str, str]:
+        """Source value (trimmed, lower-case) -> canonical event type."""
+        return {self.event_types.get(t, t).strip().lower(): t for t in C.EVENT_TYPES}
+
+
 class SourceSpec(Section):
     orders: OrdersSpec
     catalogue: CatalogueSpec | None = None
     inventory: InventorySpec | None = None
+    events: EventsSpec | None = None
     # True only for the generated sample: its ids are made up, so the fixed development key
     # pseudonymises them (and tests can join the planted truth).
     generated: bool = False
@@ -200,6 +228,24 @@ class IngestSection(Section):
 
 class FeaturesSection(Section):
     window_days: PositiveInt | None = None
+
+
+class JourneySection(Section):
+    # Only events of the last window_days days up to as_of count; null: all up to as_of.
+    window_days: PositiveInt | None = None
+    # The funnel's steps, in order: event types; events of other types are left out.
+    steps: Annotated[list[str], Field(min_length=2)] = list(C.EVENT_TYPES)
+
+    @field_validator("steps")
+    @classmethod
+    def _known_steps(cls, value: list[str]) -> list[str]:
+        unknown = [s for s in value if s not in C.EVENT_TYPES]
+        if unknown:
+            raise ValueError(f"{unknown} are not event types (expected some of "
+                             f"{', '.join(C.EVENT_TYPES)})")
+        if len(set(value)) < len(value):
+            raise ValueError(f"a step is listed twice: {value}")
+        return value
 
 
 class ValueSection(Section):
@@ -477,6 +523,7 @@ class Settings(Section):
     migration: MigrationSection = MigrationSection()
     value: ValueSection = ValueSection()
     propensity: PropensitySection = PropensitySection()
+    journey: JourneySection = JourneySection()
     basket_rules: BasketRulesSection = BasketRulesSection()
     demand: DemandSection = DemandSection()
     forecast: ForecastSection = ForecastSection()

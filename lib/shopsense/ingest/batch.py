@@ -1,5 +1,6 @@
 """Ingest: raw order files → bronze.<source>_orders, silver.order_lines, silver.quarantine,
-silver.products (and silver.inventory when the source has a snapshot), silver.ingested_files.
+silver.products (and silver.inventory when the source has a snapshot, silver.events when it has
+events: :mod:`shopsense.ingest.events`), silver.ingested_files.
 
 Every input record is accounted for: records read = accepted + quarantined + duplicates within
 the batch; of the accepted and quarantined, the run record also says how many silver already
@@ -27,6 +28,7 @@ from shopsense.core import tables
 from shopsense.core.config import Conf, resolve_path
 from shopsense.core.runs import JobRun
 from shopsense.core.settings import FileSpec, SourceSpec
+from shopsense.ingest import events as ingest_events
 from shopsense.ingest import files as ingested
 from shopsense.ingest.keys import pseudonym_key, pseudonymise, warehouse_key_path
 from shopsense.ingest.products import build_products
@@ -422,7 +424,8 @@ def run(spark: SparkSession, conf: Conf) -> dict:
     source = conf.sources[name]
     params = {"source": name, "orders": source.orders.path,
               "catalogue": source.catalogue.path if source.catalogue else None,
-              "inventory": source.inventory.path if source.inventory else None}
+              "inventory": source.inventory.path if source.inventory else None,
+              "events": source.events.path if source.events else None}
     with JobRun(spark, conf, "ingest", params) as run:
         key = source_key(run, source)
         clean_stale_staging(run)
@@ -433,12 +436,16 @@ def run(spark: SparkSession, conf: Conf) -> dict:
         staging = f"{staging_root(conf)}/{run.run_id}"
         try:
             staged = stage(run, name, source, plan.read, key, staging)
+            events = ingest_events.stage(run, name, source, key, staging)
             counts = reconcile(run, staged.classified)
+            event_counts = ingest_events.reconcile(run, events)
             write_tables(run, staged, name, plan.changed)
             ingested.record(run, name, plan, staged.records)
+            ingest_events.write(run, events, name)
         finally:
             _delete_path(spark, staging)
         record_counts(run, counts, plan)
+        ingest_events.record_counts(run, event_counts, events)
     return run.summary()
 
 

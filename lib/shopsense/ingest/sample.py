@@ -15,6 +15,10 @@ Planted structure (see the ``truth/`` tables written by :func:`generate`):
   ``confidence``, so P(companion in basket | antecedent in basket) = confidence in expectation.
 * **SKU demand** -- per-SKU linear trend on quantity, fewer orders at weekends, a Q4 peak,
   two-week promotions (quantity x1.8, price -20%) on eligible SKUs, and intermittent slow movers.
+* **Customer journeys** -- sessions of views, add-to-cart and purchases (``events/``) with
+  planted step probabilities per customer group, P(add_to_cart | view) and
+  P(purchase | add_to_cart); see :mod:`shopsense.ingest.sample_events` (purchase events are not
+  tied to order lines; events and orders share the customer ids).
 * **Latent tastes** -- non-companion SKUs fall into ``n_tastes`` blocks; a customer takes about
   95% of its lines from its own block (Zipf-like within it), the rest from global popularity.
   Sharp on purpose: with 75% the lines outside the block were most of what a customer bought
@@ -61,6 +65,7 @@ from shopsense.core.columns import (
     UNIT_COST,
     UNIT_PRICE,
 )
+from shopsense.ingest.sample_events import events, events_truth
 from shopsense.ingest.sample_orders import (
     ORDERS_SCHEMA,
     _customers,
@@ -92,6 +97,7 @@ __all__ = [
     "ORDERS_SCHEMA",
     "generate",
     "order_lines",
+    "events",
     "catalogue",
     "inventory",
     "truth_tables",
@@ -198,16 +204,19 @@ def _truth_json(spark: SparkSession, spec: SampleSpec) -> dict:
         "weekday_factor_mon_to_sun": list(_WEEKDAY_FACTOR),
         "month_factor": {str(k): v for k, v in _MONTH_FACTOR.items()},
         "expected": expected_counts(spec),
+        "events": events_truth(),
         "time_zone": "UTC",
     }
 
 
-def generate(spark: SparkSession, spec: SampleSpec, out_dir: str, fmt: str = "parquet") -> dict:
+def generate(spark: SparkSession, spec: SampleSpec, out_dir: str, fmt: str = "parquet",
+             with_events: bool = True) -> dict:
     """Write the sample under ``out_dir`` (a local path): ``orders/`` (in ``fmt``, "parquet" or
-    "csv" with a header), ``catalogue/``, ``inventory/`` and ``truth/{customers,pairs,skus,
-    promotions}`` as Parquet, and ``truth/truth.json``. Existing output is replaced.
+    "csv" with a header), ``catalogue/``, ``inventory/``, ``events/`` (unless ``with_events`` is
+    false) and ``truth/{customers,pairs,skus,promotions}`` as Parquet, and ``truth/truth.json``.
+    Existing output is replaced.
 
-    Returns ``{"rows": {...}, "paths": {...}, "seconds": float}``.
+    Returns ``{"rows": {...}, "paths": {...}, "seconds": float, "events_seconds": float}``.
     Raises ValueError for an unknown ``fmt`` or an invalid spec."""
     if fmt not in ("parquet", "csv"):
         raise ValueError(f"fmt must be 'parquet' or 'csv', got {fmt!r}")
@@ -223,6 +232,11 @@ def generate(spark: SparkSession, spec: SampleSpec, out_dir: str, fmt: str = "pa
         writer.parquet(paths["orders"])
     catalogue(spark, spec).coalesce(1).write.mode("overwrite").parquet(paths["catalogue"])
     inventory(spark, spec).coalesce(1).write.mode("overwrite").parquet(paths["inventory"])
+    t_events = time.perf_counter()
+    if with_events:
+        paths["events"] = os.path.join(out_dir, "events")
+        events(spark, spec).write.mode("overwrite").parquet(paths["events"])
+    events_seconds = time.perf_counter() - t_events
     for name, df in truth_tables(spark, spec).items():
         paths[f"truth/{name}"] = os.path.join(truth_dir, name)
         df.coalesce(1).write.mode("overwrite").parquet(paths[f"truth/{name}"])
@@ -239,7 +253,7 @@ def generate(spark: SparkSession, spec: SampleSpec, out_dir: str, fmt: str = "pa
     with open(paths["truth.json"], "w", encoding="utf-8") as fh:
         json.dump(info, fh, indent=2, sort_keys=True)
     return {"rows": rows, "paths": paths, "seconds": round(time.perf_counter() - t0, 2),
-            "format": fmt}
+            "events_seconds": round(events_seconds, 2), "format": fmt}
 
 
 # --- the `sample` job --------------------------------------------------------------------------
@@ -264,5 +278,6 @@ def run(spark: SparkSession, conf) -> dict:
         for name, n in result["rows"].items():
             job.metric(f"rows_{name.replace('/', '_')}", n)
         job.metric("seconds", result["seconds"], key=True)
+        job.metric("events_seconds", result["events_seconds"])
         job.note(f"sample raw files written to {out_dir}")
     return job.summary()

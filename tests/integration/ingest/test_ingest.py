@@ -218,7 +218,8 @@ def test_pseudonym_key_required_outside_local_mode(spark, shop, monkeypatch, con
     assert json.loads(run_record(spark, conf)["parameters"])["pseudonym_key"] == "environment"
     assert summary["notes"] == ["no product catalogue: silver.products derived from order lines "
                                 "(latest name, median sale price; costs and lead times empty)",
-                                "no inventory snapshot: silver.inventory not written"]
+                                "no inventory snapshot: silver.inventory not written",
+                                "the source has no events file: silver.events not written"]
 
 
 def test_invalid_conf_is_refused_before_spark(conf_factory):

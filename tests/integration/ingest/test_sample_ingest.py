@@ -1,4 +1,5 @@
-"""Generated sample files go through the real ingest: catalogue, inventory and returns included."""
+"""Generated sample files go through the real ingest: catalogue, inventory, events and returns
+included."""
 
 from pyspark.sql import functions as F
 
@@ -14,13 +15,15 @@ def test_sample_job_then_ingest(spark, conf_factory, tmp_path):
                         "sample.n_days=60", "ingest.source=sample",
                         f"sources.sample.orders.path={out}/orders",
                         f"sources.sample.catalogue.path={out}/catalogue",
-                        f"sources.sample.inventory.path={out}/inventory")
+                        f"sources.sample.inventory.path={out}/inventory",
+                        f"sources.sample.events.path={out}/events")
     generated = sample.run(spark, conf)
     n_lines = generated["rows_out"]
     assert n_lines > 0 and (out / "truth" / "truth.json").exists()
 
     m = ingest.run(spark, conf)["metrics"]
     assert (m["rows_read"], m["rows_accepted"], m["rows_quarantined"], m["rows_duplicate"]) == (n_lines, n_lines, 0, 0)
+    assert m["events_read"] == m["events_accepted"] == generated["metrics"]["rows_events"] > 0
     lines = tables.read_table(spark, conf, "silver.order_lines")
     by_type = dict(lines.groupBy("line_type").count().collect())
     assert by_type["sale"] > 0 and by_type.get("cancellation", 0) > 0 and "return" not in by_type
