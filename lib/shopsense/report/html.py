@@ -2,7 +2,8 @@
 scripts) showing what the gold tables say.
 
 Sections: the last run of each job; segment sizes and profiles; customer value per segment;
-purchase propensity (calibration on held-out customers, lift per decile); top association rules;
+purchase propensity (calibration on held-out customers, lift per decile); migration between
+segments (the pooled transition matrix, the mix projected); top association rules;
 recommendation metrics against the popularity baseline; forecast against actual demand with
 80/95% intervals for the top SKUs; the distribution of forecast accuracy; the ABC/XYZ matrix;
 the reorder list. A section whose table is missing says which job writes it.
@@ -35,6 +36,7 @@ SECTIONS = (
     ("segments", "Customer segments", "gold.segment_profiles", "segment"),
     ("value", "Customer value by segment", "gold.customer_value", "value"),
     ("propensity", "Who will buy in the next weeks", "gold.propensity_curves", "propensity"),
+    ("migration", "How customers move between segments", "gold.segment_transitions", "migration"),
     ("rules", "Association rules", "gold.association_rules", "basket_rules"),
     ("recommend", "Recommendations against best-sellers", "gold.recommendation_metrics", "recommend"),
     ("forecast", "Forecast against actual demand", "gold.demand_forecast", "forecast"),
@@ -160,10 +162,38 @@ class Report:
         table = _table(["model", "AUC", "average precision", "Brier", "calibration error", "top-decile lift"],
                        [[name(m), *[by.get((m, k)) for k in keys]] for m in models], {1, 2, 3, 4, 5})
         cutoff = next((r["cutoff"] for r in metrics), None)
-        return (f"<p>The chance of a purchase in the next days, judged on who bought after {cutoff} "
+        days = next(((r["as_of"] - r["cutoff"]).days for r in metrics), None)
+        return (f"<p>The chance of a purchase in the next {days} days, judged on who bought in the {days} "
+                f"days after {cutoff} "
                 f"(base rate {_pct(next((r['value'] for r in metrics if r['metric'] == 'base_rate'), None))}); "
                 f"gold.purchase_propensity holds every customer's, from the default model.</p>"
                 + table + calibration + lift)
+
+    def migration(self) -> str:
+        pooled = self.read("gold.segment_transitions").filter(F.col("scope") == "pooled").collect()
+        if not pooled:
+            return "<p>gold.segment_transitions has no pooled transitions (fewer than two period ends).</p>"
+        start, end = min(r["period_start"] for r in pooled), max(r["period_end"] for r in pooled)
+        froms = sorted({r["from_segment"] for r in pooled})
+        tos = sorted({r["to_segment"] for r in pooled})
+        values = {(r["from_segment"], r["to_segment"]): r["probability"] for r in pooled}
+        labels = {(r["from_segment"], r["to_segment"]): f"{_pct(r['probability'])} · {r['customers']:,}"
+                  for r in pooled}
+        longest = max(len(name) for name in froms)
+        chart = svg.heatmap(froms, tos, values, labels,
+                            "Monthly transitions, pooled: share of each row's customers moving to each column",
+                            label_width=int(min(7 * longest + 12, 220)))
+        out = (f"<p>Segments assigned at each period end from {start} to {end} with the fitted segment "
+               f"model; rows: where customers were, columns: where they were one period later "
+               f"(share · customers).</p>" + chart)
+        if tables.table_exists(self.spark, self.conf, "gold.segment_mix"):
+            mix = self.read("gold.segment_mix").collect()
+            last = max((r["period_end"] for r in mix if r["kind"] == "observed"), default=None)
+            now = {r["segment"]: r["share"] for r in mix if r["kind"] == "observed" and r["period_end"] == last}
+            nxt = {r["segment"]: r["share"] for r in mix if r["kind"] == "projected"}
+            rows = [[seg, _pct(now.get(seg)), _pct(nxt.get(seg))] for seg in sorted(set(now) | set(nxt))]
+            out += _table(["segment", f"share at {last}", "projected next period"], rows)
+        return out
 
     def rules(self) -> str:
         df = self.read("gold.association_rules")

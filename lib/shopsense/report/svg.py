@@ -175,15 +175,16 @@ def forecast_chart(history: Sequence[tuple[float, float]], forecast: Sequence[tu
 
 
 def heatmap(rows: Sequence[str], cols: Sequence[str], values: dict[tuple[str, str], float],
-            labels: dict[tuple[str, str], str], title: str, width: int = 360) -> str:
-    """A grid of cells shaded by value (0..max), each with its label."""
-    cell, left, top_pad = 90, 40, 30
+            labels: dict[tuple[str, str], str], title: str, width: int = 360, label_width: int = 40) -> str:
+    """A grid of cells shaded by value (0..max), each with its label; rows named in the left
+    ``label_width`` pixels, columns above."""
+    cell, left, top_pad = 90, label_width, 30
     height = top_pad + cell * len(rows) + 10
     vmax = max(values.values(), default=0) or 1.0
     body, marks = [], 0
     for j, col in enumerate(cols):
         body.append(f'<text x="{left + j * cell + cell / 2}" y="{top_pad - 8}" text-anchor="middle" '
-                    f'font-weight="600">{escape(col)}</text>')
+                    f'font-weight="600">{escape(_clip(col, 12))}</text>')
     for i, row in enumerate(rows):
         body.append(f'<text x="{left - 8}" y="{top_pad + i * cell + cell / 2 + 4}" text-anchor="end" '
                     f'font-weight="600">{escape(row)}</text>')

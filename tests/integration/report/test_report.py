@@ -46,9 +46,9 @@ def test_report_command_writes_a_page_chromium_renders_with_its_charts(spark, qu
     body = re.search(r"<body ([^>]*)>", dom).group(1)
     figures = dict(re.findall(r'data-([a-z-]+)="(\d+)"', body))
     n_top = conf["report"]["top_skus"]
-    # segments, value per segment, propensity calibration and decile lift, rules,
+    # segments, value per segment, propensity calibration and decile lift, migration, rules,
     # recommendation metrics, one per top SKU, accuracy, ABC/XYZ
-    assert int(figures["charts"]) == 8 + n_top
+    assert int(figures["charts"]) == 9 + n_top
     assert figures["charts-rendered"] == figures["charts"], figures
     assert int(figures["marks-rendered"]) > 30
     for key, title, _, _ in SECTIONS:
@@ -57,6 +57,7 @@ def test_report_command_writes_a_page_chromium_renders_with_its_charts(spark, qu
     assert all(name in dom for name in segment_names)
     assert "ALS precision@10 is" in dom
     assert "Calibration on held-out customers" in dom and "(default)" in dom
+    assert "Monthly transitions, pooled" in dom
     assert "SKUs to reorder now" in dom or "Nothing to reorder now" in dom
 
 
