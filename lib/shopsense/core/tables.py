@@ -27,6 +27,12 @@ from shopsense.core.errors import ConcurrentWriteError, WarehouseError
 RUN_COLUMNS = [T.StructField(C.RUN_ID, T.StringType(), False),
                T.StructField(C.COMPUTED_AT, T.TimestampType(), False)]
 
+
+def without_run_columns(schema: T.StructType) -> T.StructType:
+    """A table's schema without the run columns: what a job computes before JobRun.write
+    stamps it."""
+    return T.StructType([f for f in schema.fields if f.name not in (C.RUN_ID, C.COMPUTED_AT)])
+
 ORDER_LINES = T.StructType([
     T.StructField(C.LINE_ID, T.StringType(), False),
     T.StructField(C.ORDER_ID, T.StringType(), False),

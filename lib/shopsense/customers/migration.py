@@ -230,7 +230,7 @@ def with_probability(counts: DataFrame) -> DataFrame:
 def transition_table(states: DataFrame, ends: list[dt.date]) -> DataFrame:
     """gold.segment_transitions (without run columns), in a fixed row order."""
     return (count_transitions(states, ends).transform(with_pooled).transform(with_probability)
-            .select(*[f.name for f in SEGMENT_TRANSITIONS.fields if f.name not in (C.RUN_ID, C.COMPUTED_AT)])
+            .select(*tables.without_run_columns(SEGMENT_TRANSITIONS).names)
             .orderBy(SCOPE, PERIOD_END, FROM, TO))
 
 

@@ -388,9 +388,11 @@ def write_evaluation(run: JobRun, as_of: dt.date, cutoff: dt.date, evaluated: di
     note = (f"features as of {cutoff}, bought in the {settings.window_days} days to {as_of}; classifier "
             f"{settings.classifier} ({settings.calibration} calibration), {settings.folds} folds")
     rows = [{C.AS_OF: as_of, "cutoff": cutoff, **r} for r in metric_rows(evaluated, default, reasons, note)]
-    run.write(spark.createDataFrame(rows, _without_run(PROPENSITY_METRICS)), "gold.propensity_metrics")
+    run.write(spark.createDataFrame(rows, tables.without_run_columns(PROPENSITY_METRICS)),
+              "gold.propensity_metrics")
     curves = [{C.AS_OF: as_of, **r} for r in curve_rows(evaluated)]
-    run.write(spark.createDataFrame(curves, _without_run(PROPENSITY_CURVES)), "gold.propensity_curves")
+    run.write(spark.createDataFrame(curves, tables.without_run_columns(PROPENSITY_CURVES)),
+              "gold.propensity_curves")
 
 
 def held_out_scores(run: JobRun, train: DataFrame, settings: PropensitySection,
@@ -438,7 +440,3 @@ def record_evaluation(run: JobRun, evaluated: dict, default: str) -> None:
     aps = ", ".join(f"{n} {m['average_precision']:.4f}" for n, (m, _) in evaluated.items()
                     if m["average_precision"] is not None)
     run.note(f"default model: {default} (held-out average precision: {aps or 'not defined'})")
-
-
-def _without_run(schema: T.StructType) -> T.StructType:
-    return T.StructType([f for f in schema.fields if f.name not in (C.RUN_ID, C.COMPUTED_AT)])

@@ -77,9 +77,8 @@ CUSTOMER_VALUE_METRICS = T.StructType([
 ])
 
 REQUIRED_INPUT = (C.CUSTOMER_ID, C.IS_GUEST, C.IS_PRODUCT, C.LINE_TYPE, C.ORDER_DATE, C.REVENUE)
-_SCORED = T.StructType([f for f in CUSTOMER_VALUE.fields if f.name not in (C.RUN_ID, C.COMPUTED_AT)])
-_METRICS = T.StructType([f for f in CUSTOMER_VALUE_METRICS.fields
-                         if f.name not in (C.RUN_ID, C.COMPUTED_AT)])
+_SCORED = tables.without_run_columns(CUSTOMER_VALUE)
+_METRICS = tables.without_run_columns(CUSTOMER_VALUE_METRICS)
 
 
 class CustomerValueError(ValueError):
